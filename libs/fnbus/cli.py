@@ -1,0 +1,104 @@
+"""The ``fnbus`` command: servers, operator and local-stack subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from fnbus.config import SERVICE_NAMES, Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fnbus.logs import setup_logging
+    from fnbus.service import serve
+
+    settings = Settings()
+    setup_logging(args.service, settings.log_level, settings.log_json)
+    module = importlib.import_module(f"services.{args.service}.app")
+    app = module.create_app(settings)
+    port = args.port or settings.port_of(args.service)
+    serve(app, settings.bind_host, port)
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from fnbus.db import apply_migrations
+
+    async def run() -> list[int]:
+        import asyncpg
+
+        conn = await asyncpg.connect(Settings().database_url)
+        try:
+            return await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return 0
+
+
+def _topics(_: argparse.Namespace) -> int:
+    from fnbus.topics import Topics, ensure_topics
+
+    settings = Settings()
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap, Topics(settings.topic_prefix).specs()))
+    print(f"created topics: {', '.join(created)}" if created else "all topics exist")
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from fnbus import local
+
+    return local.main(args.action, Settings(), services=args.services)
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from fnbus import admin
+
+    result = asyncio.run(admin.run(args, Settings()))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fnbus", description="fnbus: Functions-as-a-Service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run one service in the foreground")
+    p.add_argument("service", choices=SERVICE_NAMES)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("migrate", help="apply pending database migrations")
+    p.set_defaults(func=_migrate)
+
+    p = sub.add_parser("topics", help="create the Kafka topics that are missing")
+    p.set_defaults(func=_topics)
+
+    p = sub.add_parser("local", help="start/stop the six services as local processes")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("services", nargs="*", default=[], help="default: all six")
+    p.set_defaults(func=_local)
+
+    from fnbus import admin
+
+    admin.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Settings from the environment (prefix ``FNBUS_``) with defaults that work locally.
+
+One :class:`Settings` object is built in ``main()``/``create_app()`` and handed
+down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SERVICE_NAMES = ("gateway", "registry", "deployer", "invoker", "scheduler", "log_ingest")
+
+DEFAULT_PORTS = {
+    "gateway": 8080,
+    "registry": 8081,
+    "deployer": 8082,
+    "invoker": 8083,
+    "scheduler": 8084,
+    "log_ingest": 8085,
+}
+
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_DATABASE_URL = "postgresql://fnbus:fnbus@127.0.0.1:5432/fnbus"
+# Development-only secrets: `make up` writes real random values into .fnbus/secrets.env.
+DEFAULT_DEV_SECRET = "fnbus-dev-secret-change-me"
+
+
+# `make up` writes random secrets here; real environment variables win over it.
+SECRETS_ENV_FILE = Path(os.environ.get("FNBUS_HOME", REPO_ROOT / ".fnbus")) / "secrets.env"
+
+
+class Settings(BaseSettings):
+    """Everything a service needs to find its peers. Units are in the names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FNBUS_", extra="ignore", env_file=SECRETS_ENV_FILE, env_file_encoding="utf-8"
+    )
+
+    home: Path = Field(default=REPO_ROOT / ".fnbus", description="state directory")
+    instance_id: str = Field(default="", description="unique per process; defaults to host-pid")
+
+    bind_host: str = "127.0.0.1"
+    gateway_port: int = DEFAULT_PORTS["gateway"]
+    registry_port: int = DEFAULT_PORTS["registry"]
+    deployer_port: int = DEFAULT_PORTS["deployer"]
+    invoker_port: int = DEFAULT_PORTS["invoker"]
+    scheduler_port: int = DEFAULT_PORTS["scheduler"]
+    log_ingest_port: int = DEFAULT_PORTS["log_ingest"]
+
+    registry_url: str = "http://127.0.0.1:8081"
+    log_ingest_url: str = "http://127.0.0.1:8085"
+    public_url: str = "http://127.0.0.1:8080"
+
+    kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
+    topic_prefix: str = "fnbus"
+    kafka_request_timeout_ms: int = 30_000
+
+    database_url: str = DEFAULT_DATABASE_URL
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    docker_host: str = "unix:///var/run/docker.sock"
+    runtime_image_node: str = "fnbus/runtime-node:latest"
+    runtime_image_python: str = "fnbus/runtime-python:latest"
+
+    service_token: str = DEFAULT_DEV_SECRET
+    jwt_secret: str = DEFAULT_DEV_SECRET
+    secrets_key: str = DEFAULT_DEV_SECRET
+    jwt_ttl_s: int = 3600
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def url_of(self, service: str) -> str:
+        return f"http://{self.bind_host}:{self.port_of(service)}"
+
+    def resolved_instance_id(self, service: str) -> str:
+        if self.instance_id:
+            return self.instance_id
+        import socket
+
+        return f"{service}-{socket.gethostname()}-{os.getpid()}"

@@ -1,0 +1,22 @@
+"""Docker engine access shared by the deployer and the invoker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import docker
+from docker.errors import DockerException
+
+
+def client(docker_host: str) -> docker.DockerClient:
+    return docker.DockerClient(base_url=docker_host, timeout=60)
+
+
+def health_check(cli: docker.DockerClient):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        try:
+            return bool(await asyncio.to_thread(cli.ping))
+        except DockerException:
+            return False
+
+    return check

@@ -1,0 +1,59 @@
+"""Open the shared resources a service needs, register their health checks, close in reverse."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from fnbus import db
+from fnbus.config import Settings
+from fnbus.kafka import Consumer, Producer
+from fnbus.service import Health
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings, health: Health) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    health.add("postgres", lambda: db.ping(pool))
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def producer(settings: Settings, health: Health, client_id: str) -> AsyncIterator[Producer]:
+    prod = Producer(settings.kafka_bootstrap, client_id=client_id)
+    await prod.start()
+    health.add("kafka_producer", prod.ping)
+    try:
+        yield prod
+    finally:
+        await prod.stop()
+
+
+@contextlib.asynccontextmanager
+async def consumer(
+    settings: Settings,
+    health: Health,
+    topics: list[str],
+    *,
+    group_id: str | None,
+    client_id: str,
+    check_name: str = "kafka_consumer",
+    auto_offset_reset: str = "earliest",
+) -> AsyncIterator[Consumer]:
+    cons = Consumer(
+        settings.kafka_bootstrap, topics, group_id=group_id, client_id=client_id,
+        auto_offset_reset=auto_offset_reset,
+    )
+    await cons.start()
+    health.add(check_name, cons.ping)
+    try:
+        yield cons
+    finally:
+        await cons.stop()

@@ -1,0 +1,1 @@
+"""fnbus deployer service."""

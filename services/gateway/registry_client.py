@@ -1,0 +1,57 @@
+"""The gateway's HTTP client for the registry's internal API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, Response
+
+from fnbus.errors import UpstreamUnavailable, from_body
+from fnbus.identity import Identity
+
+
+class RegistryClient:
+    """Forwards management calls with the service token and the caller's identity."""
+
+    def __init__(self, base_url: str, service_token: str, timeout_s: float = 30.0) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s,
+            headers={"Authorization": f"Bearer {service_token}"},
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def request(self, method: str, path: str, *, identity: Identity | None = None,
+                      json: Any = None, params: dict[str, Any] | None = None) -> httpx.Response:
+        headers = identity.headers() if identity else {}
+        try:
+            return await self._client.request(method, path, json=json, params=params,
+                                              headers=headers)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"registry unavailable: {type(exc).__name__}",
+                                      code="registry_unavailable") from None
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Return the decoded body of a 2xx answer; raise the registry's error otherwise."""
+        response = await self.request(method, path, **kwargs)
+        body = response.json() if response.content else None
+        if response.status_code >= 400:
+            raise from_body(response.status_code, body)
+        return body
+
+    async def forward(self, method: str, path: str, **kwargs: Any) -> Response:
+        """Pass the registry's answer (status and body) through unchanged."""
+        response = await self.request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return Response(status_code=response.status_code)
+        return JSONResponse(response.json(), status_code=response.status_code)
+
+    async def ping(self) -> bool:
+        try:
+            r = await self._client.get("/healthz", timeout=2)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -1,0 +1,1 @@
+"""fnbus invoker service."""

@@ -1,0 +1,1 @@
+"""fnbus log_ingest service."""

@@ -1,0 +1,1 @@
+"""fnbus registry service."""
