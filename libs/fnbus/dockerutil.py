@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import docker
 from docker.errors import DockerException
@@ -12,7 +13,7 @@ def client(docker_host: str) -> docker.DockerClient:
     return docker.DockerClient(base_url=docker_host, timeout=60)
 
 
-def health_check(cli: docker.DockerClient):  # type: ignore[no-untyped-def]
+def health_check(cli: docker.DockerClient) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         try:
             return bool(await asyncio.to_thread(cli.ping))

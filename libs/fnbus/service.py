@@ -104,15 +104,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            body = {"error": {"code": "malformed_json", "message": "request body is not valid JSON"}}
-            return JSONResponse(body, status_code=400)
+            malformed = {"error": {"code": "malformed_json", "message": "request body is not valid JSON"}}
+            return JSONResponse(malformed, status_code=400)
         details = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in errors
         ]
         first = details[0] if details else {"loc": [], "msg": "invalid"}
         where = ".".join(str(p) for p in first["loc"][1:]) or "body"
-        body = {
+        body: dict[str, Any] = {
             "error": {
                 "code": "invalid_request",
                 "message": f"{where}: {first['msg']}",

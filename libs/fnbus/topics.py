@@ -6,6 +6,7 @@ broker without seeing each other's messages.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -126,7 +127,14 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         except TopicAlreadyExistsError:
             # Another process created one between our list and create: fine.
             pass
-        log.info("created topics", extra={"topics": [s.name for s in missing]})
+        # Creation is asynchronous in the broker: wait until the metadata shows them,
+        # so a caller can use them at once.
+        names = {s.name for s in missing}
+        for _ in range(100):
+            if names <= set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.1)
+        log.info("created topics", extra={"topics": sorted(names)})
         return [s.name for s in missing]
     finally:
         await admin.close()

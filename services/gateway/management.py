@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-
 from fnbus import catalog
 from fnbus.api_models import (
     AccountOut,
@@ -35,6 +34,7 @@ from fnbus.api_models import (
 from fnbus.errors import NotFound
 from fnbus.identity import Identity
 from fnbus.permissions import Permission as P
+
 from services.gateway.auth import require
 from services.gateway.registry_client import RegistryClient
 
@@ -154,7 +154,7 @@ async def revoke_credential(account_id: str, key_id: str, request: Request,
 # -- lambdas ---------------------------------------------------------------------------
 @op("GET", ACC + "/lambdas", P.LAMBDA_READ, response_model=list[LambdaOut])
 async def list_lambdas(account_id: str, request: Request, who: Identity = Depends(require(P.LAMBDA_READ)),
-                       state: Annotated[str | None, Query(description="Draft, Productive, Modified")] = None,
+                       state: Annotated[str | None, Query(description="Draft/Productive/Modified")] = None,
                        event_id: str | None = None) -> Response:
     params = {k: v for k, v in {"state": state, "event_id": event_id}.items() if v is not None}
     return await _forward(request, who, params=params)
@@ -246,7 +246,8 @@ async def delete_secret(account_id: str, key: str, request: Request,
 
 
 @op("GET", ACC + "/domains", P.WHITELIST_READ, response_model=list[DomainOut])
-async def list_domains(account_id: str, request: Request, who: Identity = Depends(require(P.WHITELIST_READ))) -> Response:
+async def list_domains(account_id: str, request: Request,
+                       who: Identity = Depends(require(P.WHITELIST_READ))) -> Response:
     return await _forward(request, who)
 
 

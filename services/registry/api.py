@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel
-
 from fnbus import catalog
 from fnbus import identity as ident
 from fnbus.api_models import (
@@ -27,7 +25,6 @@ from fnbus.api_models import (
     SecretCreate,
     SecretOut,
     SecretUpdate,
-    TemplateOut,
     TermsAcceptance,
     UserCreate,
     UserOut,
@@ -35,6 +32,8 @@ from fnbus.api_models import (
     VersionOut,
 )
 from fnbus.errors import Forbidden, Unauthorized, Unprocessable
+from pydantic import BaseModel
+
 from services.registry.accounts import Accounts
 from services.registry.lambdas import Lambdas
 
@@ -195,7 +194,7 @@ async def revoke_credential(key_id: str, who: Who, accounts: AccountsDep) -> Cre
 @router.get(ACC + "/lambdas")
 async def list_lambdas(who: Who, lambdas: LambdasDep, state: str | None = None,
                        event_id: str | None = None) -> list[LambdaOut]:
-    return await lambdas.list(who.account_id, state, event_id)
+    return await lambdas.list_all(who.account_id, state, event_id)
 
 
 @router.post(ACC + "/lambdas", status_code=201)
@@ -293,8 +292,3 @@ async def list_events(who: Who, request: Request) -> list[EventOut]:
     used = {r["event_id"]: r["n"] for r in rows}
     return [EventOut(id=e.id, name=e.name, limit=e.limit, skill_filter=e.skill_filter,
                      used=used.get(e.id, 0)) for e in catalog.EVENTS.values()]
-
-
-def template_out(t: catalog.Template) -> TemplateOut:
-    return TemplateOut(id=t.id, name=t.name, event_id=t.event_id, runtime=t.runtime, code=t.code,
-                       sample_payload=t.sample_payload, description=t.description)

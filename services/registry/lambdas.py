@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-
 from fnbus import catalog
 from fnbus.api_models import (
     DeploymentOut,
@@ -34,6 +33,7 @@ from fnbus.schemas import (
     Runtime,
 )
 from fnbus.topics import Topics
+
 from services.registry.accounts import ms
 from services.registry.validation import check_code, check_event
 
@@ -160,7 +160,7 @@ class Lambdas:
     async def get(self, account_id: str, lambda_id: str) -> LambdaOut:
         return _out(await self._row(self.pool, account_id, lambda_id))
 
-    async def list(self, account_id: str, state: str | None, event_id: str | None) -> list[LambdaOut]:
+    async def list_all(self, account_id: str, state: str | None, event_id: str | None) -> list[LambdaOut]:
         if state is not None and state not in {s.value for s in LambdaState}:
             raise Unprocessable(f"state must be one of {', '.join(s.value for s in LambdaState)}",
                                 code="invalid_state")

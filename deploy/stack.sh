@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The one-machine stack: what `make up`, `make down`, `make test` and `make bench` run.
+#
+#   stack.sh up      install what is missing, start infrastructure and the six
+#                    services, create the demo account, print URLs and the admin key
+#   stack.sh down    stop the services, then the infrastructure we started
+#   stack.sh status  one line per component
+#   stack.sh test    install, start infrastructure, lint, type-check, run all tests
+#   stack.sh unit    unit tests only
+#   stack.sh lint    ruff + mypy
+#   stack.sh bench   the benchmark harness
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export FNBUS_HOME=${FNBUS_HOME:-$REPO/.fnbus}
+VENV=$REPO/.venv
+PY=$VENV/bin/python
+cd "$REPO"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+elapsed() { printf '%ss' "$(( $(date +%s) - T0 ))"; }
+
+python_env() {
+  # Recreate/refresh the venv only when pyproject.toml changed since the last install.
+  local stamp="$VENV/.fnbus-pyproject.sha256" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [[ -x $PY && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    return 0
+  fi
+  say "python: installing the project and its dependencies into .venv"
+  [[ -x $PY ]] || python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --upgrade pip
+  "$PY" -m pip install --quiet -e ".[dev]"
+  echo "$want" > "$stamp"
+}
+
+secrets_env() {
+  # Random per-installation secrets for the local stack (read by fnbus.config).
+  local file=$FNBUS_HOME/secrets.env
+  mkdir -p "$FNBUS_HOME"
+  if [[ ! -s $file ]]; then
+    umask 077
+    {
+      echo "FNBUS_SERVICE_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+      echo "FNBUS_JWT_SECRET=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+      echo "FNBUS_SECRETS_KEY=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    } > "$file"
+  fi
+}
+
+prepare() {
+  deploy/local/install.sh
+  python_env
+  deploy/local/infra.sh start
+  deploy/images/build.sh
+}
+
+cmd_up() {
+  T0=$(date +%s)
+  prepare
+  secrets_env
+  say "services: starting the six services"
+  "$VENV/bin/fnbus" local start
+  "$PY" -m fnbus.demo
+  say "fnbus is up in $(elapsed)"
+  echo "  logs:  $FNBUS_HOME/logs/   stop: make down"
+}
+
+cmd_down() {
+  if [[ -x $VENV/bin/fnbus ]]; then
+    "$VENV/bin/fnbus" local stop || true
+  fi
+  deploy/local/infra.sh stop
+}
+
+cmd_status() {
+  [[ -x $VENV/bin/fnbus ]] && "$VENV/bin/fnbus" local status || true
+  deploy/local/infra.sh status || true
+}
+
+cmd_lint() {
+  python_env
+  say "lint: ruff"
+  "$VENV/bin/ruff" check libs services tests bench
+  say "types: mypy"
+  "$VENV/bin/mypy" libs/fnbus services
+}
+
+run_pytest() {
+  local code=0
+  "$PY" -m pytest "$@" || code=$?
+  if [[ $code -eq 5 ]]; then
+    echo "pytest collected no tests for: $*" >&2
+    return 0
+  fi
+  return $code
+}
+
+cmd_unit() {
+  python_env
+  run_pytest -q -m "not integration" tests/unit
+}
+
+cmd_test() {
+  T0=$(date +%s)
+  prepare
+  cmd_lint
+  say "tests: unit and integration (real Kafka, PostgreSQL, Docker)"
+  run_pytest -q -ra --durations=15 tests
+  say "make test passed in $(elapsed)"
+}
+
+cmd_bench() {
+  prepare
+  secrets_env
+  "$VENV/bin/fnbus" local start
+  "$PY" -m fnbus.demo >/dev/null
+  "$PY" bench/run.py "$@"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  test) cmd_test ;;
+  unit) cmd_unit ;;
+  lint) cmd_lint ;;
+  bench) shift; cmd_bench "$@" ;;
+  *) echo "usage: $0 up|down|status|test|unit|lint|bench" >&2; exit 2 ;;
+esac
