@@ -89,7 +89,7 @@ def settings(
         database_url=database_url,
         topic_prefix=f"t{run_id}",
         service_token="test-service-token-" + run_id,
-        jwt_secret="test-jwt-secret-" + run_id,
+        jwt_secret="test-jwt-secret-for-this-session-only-" + run_id,
         secrets_key="test-secrets-key-" + run_id,
         registry_url=f"http://127.0.0.1:{ports['registry']}",
         log_ingest_url=f"http://127.0.0.1:{ports['log_ingest']}",

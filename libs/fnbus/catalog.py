@@ -96,7 +96,7 @@ _add(Template(
 ))
 _add(Template(
     "hello-world-python", "Hello World (Python)", None, "python",
-    "def lambda_handler(input, context):\n    return \"Hello World\"\n",
+    "def handler(input):\n    return \"Hello World\"\n",
     {"name": "fnbus"}, "The Python runtime's greeting; bound to no event.",
 ))
 for _eid, _name in _MESSAGING:

@@ -28,7 +28,7 @@ DEFAULT_PORTS = {
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql://fnbus:fnbus@127.0.0.1:5432/fnbus"
 # Development-only secrets: `make up` writes real random values into .fnbus/secrets.env.
-DEFAULT_DEV_SECRET = "fnbus-dev-secret-change-me"
+DEFAULT_DEV_SECRET = "fnbus-development-secret-change-me-in-production"
 
 
 # `make up` writes random secrets here; real environment variables win over it.

@@ -19,7 +19,7 @@ def check_code(code: str, runtime: str) -> None:
             f"code is {len(code):,} characters; the limit is {MAX_CODE_CHARS:,}",
             code="code_too_large",
         )
-    problem = check_first_line(code, runtime)
+    problem = check_first_line(code, "node" if runtime == "nodejs" else runtime)
     if problem:
         raise Unprocessable(problem, code="invalid_first_line")
 
