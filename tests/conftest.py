@@ -15,8 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from fnbus.config import Settings
 
+from fnbus.config import Settings
 from tests.support import free_port, serve_in_loop
 
 BASE = Settings()

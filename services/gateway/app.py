@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+
 from fnbus.api_models import MAX_MANAGEMENT_BODY_BYTES
 from fnbus.config import Settings
 from fnbus.service import create_service_app
-
 from services.gateway import management, oauth
 from services.gateway.auth import Authenticator
 from services.gateway.limits import BodyLimit

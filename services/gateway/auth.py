@@ -19,10 +19,10 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Header, Request
+
 from fnbus import identity as ident
 from fnbus.errors import Forbidden, Unauthorized
 from fnbus.permissions import INVOKE_SCOPE, Permission, allowed, parse_roles
-
 from services.gateway.registry_client import RegistryClient
 
 KEY_CACHE_TTL_S = 2.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+
 from fnbus import catalog
 from fnbus.api_models import (
     AccountOut,
@@ -34,7 +35,6 @@ from fnbus.api_models import (
 from fnbus.errors import NotFound
 from fnbus.identity import Identity
 from fnbus.permissions import Permission as P
-
 from services.gateway.auth import require
 from services.gateway.registry_client import RegistryClient
 

@@ -15,11 +15,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
 from fnbus import identity as ident
 from fnbus.errors import BadRequest, Forbidden, Unauthorized
 from fnbus.permissions import INVOKE_SCOPE
-from pydantic import BaseModel
-
 from services.gateway.auth import _identity
 
 router = APIRouter()

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response
+
 from fnbus.errors import UpstreamUnavailable, from_body
 from fnbus.identity import Identity
 

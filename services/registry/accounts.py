@@ -9,11 +9,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+
 from fnbus import identity as ident
 from fnbus.api_models import AccountOut, CredentialOut, DomainOut, SecretOut, UserOut
 from fnbus.errors import Conflict, NotFound, Unauthorized, Unprocessable
 from fnbus.permissions import Role, parse_roles
-
 from services.registry.crypto import SecretBox, obfuscate
 from services.registry.validation import normalise_domain
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel
+
 from fnbus import catalog
 from fnbus import identity as ident
 from fnbus.api_models import (
@@ -32,8 +34,6 @@ from fnbus.api_models import (
     VersionOut,
 )
 from fnbus.errors import Forbidden, Unauthorized, Unprocessable
-from pydantic import BaseModel
-
 from services.registry.accounts import Accounts
 from services.registry.lambdas import Lambdas
 

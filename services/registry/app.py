@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
+from pydantic import ValidationError
+
 from fnbus import resources
 from fnbus.config import Settings
 from fnbus.schemas import DeploymentStatus
 from fnbus.service import TaskGroup, create_service_app
 from fnbus.topics import Topics, ensure_topics
-from pydantic import ValidationError
-
 from services.registry.accounts import Accounts, platform_domain
 from services.registry.api import router
 from services.registry.crypto import SecretBox

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+
 from fnbus import catalog
 from fnbus.api_models import (
     DeploymentOut,
@@ -33,7 +34,6 @@ from fnbus.schemas import (
     Runtime,
 )
 from fnbus.topics import Topics
-
 from services.registry.accounts import ms
 from services.registry.validation import check_code, check_event
 

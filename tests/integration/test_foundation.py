@@ -9,12 +9,12 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import ConsumerRecord
+
 from fnbus.config import Settings
 from fnbus.db import apply_migrations, load_migrations
 from fnbus.kafka import Consumer, Producer
 from fnbus.schemas import InvocationRequest
 from fnbus.topics import Topics, TopicSpec, ensure_topics
-
 from tests.support import eventually, serve_in_loop
 
 pytestmark = pytest.mark.integration

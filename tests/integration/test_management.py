@@ -10,12 +10,12 @@ import asyncpg
 import httpx
 import jwt
 import pytest
+
 from fnbus.config import Settings
 from fnbus.identity import JWT_ALGORITHM
 from fnbus.kafka import Producer
 from fnbus.schemas import DeploymentState, DeploymentStatus, DeployRequest
 from fnbus.topics import Topics
-
 from tests.integration.mgmt_support import HELLO, Account, create_account, user_key
 from tests.support import eventually
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+
 from fnbus.config import Settings
 from fnbus.permissions import Permission, Role, allowed
-
 from services.gateway import management
 from services.gateway.app import create_app
 from tests.integration.mgmt_support import HELLO, Account, create_account, user_key

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from fnbus.identity import Identity
 from fnbus.permissions import MATRIX, Permission, Role, allowed, parse_roles
-
 from services.gateway.auth import check
 
 # Transcribed from the documentation's table: (component, action) → (Admin, Developer, Invocation).
