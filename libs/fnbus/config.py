@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     db_pool_max: int = 10
 
     docker_host: str = "unix:///var/run/docker.sock"
+    # Host directory for the runner sockets; containers get a subdirectory
+    # bind-mounted at /run/fnbus. Empty = <home>/sockets.
+    socket_dir: str = ""
+    # Sandbox of every lambda container (the original platform's limits).
+    lambda_memory_mb: int = 256
+    lambda_cpus: float = 0.5
+    lambda_pids_limit: int = 64
+    lambda_tmpfs_mb: int = 64
+    lambda_timeout_ms: int = 30_000
+    # Invoker pool.
+    prewarm_per_runtime: int = 2
+    max_containers: int = 32
+    max_concurrent_per_account: int = 16
+    idle_container_ttl_s: int = 300
     runtime_image_node: str = "fnbus/runtime-node:latest"
     runtime_image_python: str = "fnbus/runtime-python:latest"
 
@@ -76,6 +90,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    def sockets_path(self) -> Path:
+        return Path(self.socket_dir) if self.socket_dir else self.home / "sockets"
 
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

@@ -95,6 +95,13 @@ class InvocationError(BaseModel):
     details: Any = None  # stack, line, … when known
 
 
+class LogEntryOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    level: str  # debug, info, log, warn, error
+    message: str
+    ts_ms: int
+
+
 class InvocationResult(Message):
     """``fnbus.replies.<gateway>``: the answer to a synchronous caller."""
 
@@ -106,6 +113,8 @@ class InvocationResult(Message):
     error: InvocationError | None = None  # set unless SUCCEEDED
     duration_ms: int = 0  # time inside the runner
     cold_start: bool = False  # a container had to be initialised for this call
+    logs: list[LogEntryOut] = Field(default_factory=list)  # the lambda's console lines
+    logs_truncated: bool = False  # the per-invocation log limit dropped lines
     finished_ms: int = Field(default_factory=now_ms)
 
 
@@ -226,3 +235,19 @@ class QuarantinedEvent(Message):
     raw_value: str  # the original bytes, decoded leniently
     raw_headers: dict[str, str] = Field(default_factory=dict)
     at_ms: int = Field(default_factory=now_ms)
+
+
+class ErrorCode:
+    """Error codes of invocation results; the handler.* ones are the original platform's."""
+
+    CUSTOM_FAILURE = "com.liveperson.faas.handler.custom-failure"  # error passed to callback
+    RUNTIME_EXCEPTION = "com.liveperson.faas.handler.runtime-exception"  # thrown / crashed
+    TIMEOUT = "com.liveperson.faas.handler.executiontime-exceeded"  # hard-killed at the limit
+    LOG_LIMIT = "com.liveperson.faas.handler.log-limit-reached"
+    NOT_DEPLOYED = "fnbus.lambda.not-deployed"
+    PLATFORM = "fnbus.platform.failure"  # our fault: engine, runner, broker
+    OVERLOADED = "fnbus.platform.overloaded"
+
+    @staticmethod
+    def is_lambda_error(code: str) -> bool:
+        return code.startswith("com.liveperson.faas.handler")

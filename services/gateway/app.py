@@ -5,29 +5,55 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 from fastapi import FastAPI
 
+from fnbus import resources
 from fnbus.api_models import MAX_MANAGEMENT_BODY_BYTES
 from fnbus.config import Settings
+from fnbus.lambda_cache import LambdaCache
 from fnbus.service import create_service_app
-from services.gateway import management, oauth
+from fnbus.topics import Topics, ensure_topics
+from services.gateway import invoke, management, oauth
 from services.gateway.auth import Authenticator
 from services.gateway.limits import BodyLimit
 from services.gateway.registry_client import RegistryClient
 
 
 def create_app(settings: Settings) -> FastAPI:
+    topics = Topics(settings.topic_prefix)
+    instance = settings.instance_id or f"gateway-{settings.gateway_port}"
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         health = app.state.health
-        registry = RegistryClient(settings.registry_url, settings.service_token)
-        app.state.registry = registry
-        app.state.auth = Authenticator(registry, settings.jwt_secret)
-        health.add("registry", registry.ping)
-        try:
+        reply_topic = topics.replies(instance)
+        await ensure_topics(settings.kafka_bootstrap, [*topics.specs(), topics.reply_spec(instance)])
+        async with contextlib.AsyncExitStack() as stack:
+            registry = RegistryClient(settings.registry_url, settings.service_token)
+            stack.push_async_callback(registry.aclose)
+            app.state.registry = registry
+            app.state.auth = Authenticator(registry, settings.jwt_secret)
+            health.add("registry", registry.ping)
+            log_ingest = httpx.AsyncClient(
+                base_url=settings.log_ingest_url, timeout=10,
+                headers={"Authorization": f"Bearer {settings.service_token}"})
+            stack.push_async_callback(log_ingest.aclose)
+            app.state.log_ingest = log_ingest
+            producer = await stack.enter_async_context(
+                resources.producer(settings, health, "fnbus-gateway"))
+            cache = LambdaCache(settings.kafka_bootstrap, topics.lambda_changes)
+            await cache.start()
+            stack.push_async_callback(cache.stop)
+            health.add("lambda_cache", cache.check)
+            replies = invoke.ReplyWaiter(settings.kafka_bootstrap, reply_topic)
+            await replies.start()
+            stack.push_async_callback(replies.stop)
+            health.add("replies", replies.check)
+            app.state.reply_topic = reply_topic
+            app.state.invocations = invoke.Invocations(
+                cache, producer, replies, topics.invocations, settings.lambda_timeout_ms)
             yield
-        finally:
-            await registry.aclose()
 
     app = create_service_app(
         "gateway", settings, lifespan,
@@ -37,5 +63,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=MAX_MANAGEMENT_BODY_BYTES)
     app.include_router(management.router)
+    app.include_router(invoke.router)
     app.include_router(oauth.router)
     return app

@@ -2,51 +2,116 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import httpx
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from fnbus import dockerutil, resources
 from fnbus.config import Settings
-from fnbus.schemas import InvocationRequest
+from fnbus.lambda_cache import LambdaCache
+from fnbus.sandbox import DockerRuntime, SandboxLimits
+from fnbus.schemas import LambdaChange
 from fnbus.service import TaskGroup, create_service_app
 from fnbus.topics import Topics, ensure_topics
+from services.invoker.dispatch import Dispatcher
+from services.invoker.engine import Invoker
+from services.invoker.manager import ContainerPool, PoolConfig
 
 log = logging.getLogger(__name__)
 
 
+def _ordering_key(record: ConsumerRecord) -> str | None:
+    """Requests with a partition key (e.g. a conversation id) run in order per lambda."""
+    for name, value in record.headers or ():
+        if name == "fnbus-order-key" and value:
+            return f"{record.key!r}/{value.decode()}"
+    return None
+
+
 def create_app(settings: Settings) -> FastAPI:
     topics = Topics(settings.topic_prefix)
+    instance = settings.instance_id or "invoker-local"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         health = app.state.health
         await ensure_topics(settings.kafka_bootstrap, topics.specs())
-        docker_client = dockerutil.client(settings.docker_host)
-        health.add("docker", dockerutil.health_check(docker_client))
+        images = {"nodejs": settings.runtime_image_node, "python": settings.runtime_image_python}
         tasks = TaskGroup()
         async with contextlib.AsyncExitStack() as stack:
+            docker_client = dockerutil.client(settings.docker_host)
             stack.callback(docker_client.close)
-            app.state.producer = await stack.enter_async_context(
-                resources.producer(settings, health, "fnbus-invoker")
-            )
-            consumer = await stack.enter_async_context(
-                resources.consumer(settings, health, [topics.invocations],
-                                   group_id="fnbus-invoker", client_id="fnbus-invoker")
-            )
+            health.add("docker", dockerutil.health_check(docker_client))
+            engine = DockerRuntime(
+                docker_client, settings.sockets_path() / instance,
+                SandboxLimits(settings.lambda_memory_mb, settings.lambda_cpus,
+                              settings.lambda_pids_limit, settings.lambda_tmpfs_mb),
+                owner=instance)
+            removed = await engine.cleanup()
+            if removed:
+                log.info("removed containers left by a previous run", extra={"count": removed})
+            producer = await stack.enter_async_context(
+                resources.producer(settings, health, "fnbus-invoker"))
+            registry = httpx.AsyncClient(
+                base_url=settings.registry_url, timeout=10,
+                headers={"Authorization": f"Bearer {settings.service_token}"})
+            stack.push_async_callback(registry.aclose)
+            cache = LambdaCache(settings.kafka_bootstrap, topics.lambda_changes)
+            await cache.start()
+            stack.push_async_callback(cache.stop)
+            health.add("lambda_cache", cache.check)
+            pool = ContainerPool(engine, PoolConfig(
+                images=images, prewarm_per_runtime=settings.prewarm_per_runtime,
+                max_containers=settings.max_containers,
+                idle_ttl_s=settings.idle_container_ttl_s))
+            await pool.start()
+            stack.push_async_callback(pool.stop)
+            app.state.pool = pool
+            invoker = Invoker(
+                pool=pool, producer=producer, cache=cache, registry=registry, topics=topics,
+                instance=instance, default_timeout_ms=settings.lambda_timeout_ms,
+                runtime_images=images, max_per_account=settings.max_concurrent_per_account)
+            app.state.invoker = invoker
 
-            async def handle(record: ConsumerRecord) -> None:
-                request = InvocationRequest.from_bytes(record.value)
-                log.info("invocation request", extra={"lambda_id": request.lambda_id})
+            # Redeploys and undeploys retire the old versions' warm containers.
+            changes: asyncio.Queue[LambdaChange] = asyncio.Queue()
+            cache.listeners.append(changes)
 
-            tasks.spawn(consumer.run(handle), "invocations")
+            async def retire() -> None:
+                while True:
+                    change = await changes.get()
+                    keep = None if change.deleted else change.deployed_version
+                    await pool.drop_lambda(change.lambda_id, keep)
+
+            tasks.spawn(retire(), "retire-versions")
+            dispatcher = Dispatcher(
+                settings.kafka_bootstrap, [topics.invocations], group_id="fnbus-invoker",
+                handler=invoker.handle_record, key_of=_ordering_key,
+                max_in_flight=settings.max_containers * 2, client_id=instance,
+                drain_timeout_s=settings.lambda_timeout_ms / 1000 + 10)
+            await dispatcher.start()
+            stack.push_async_callback(dispatcher.stop)
+            health.add("kafka_consumer", dispatcher.ping)
+            dispatch_task = tasks.spawn(dispatcher.run(), "dispatch")
             health.add("loops", tasks.check)
             yield
-            consumer.request_stop()
-            await tasks.stop()
+            # Drain: stop fetching, let running invocations finish and commit.
+            dispatcher.request_stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(dispatch_task),
+                                       timeout=settings.lambda_timeout_ms / 1000 + 10)
+            await tasks.stop(grace_s=0)
 
-    return create_service_app("invoker", settings, lifespan)
+    app = create_service_app("invoker", settings, lifespan)
+
+    @app.get("/internal/pool", include_in_schema=False)
+    async def pool_stats() -> dict[str, int]:
+        return app.state.pool.stats()
+
+    return app
 

@@ -224,6 +224,11 @@ async def list_versions(lambda_id: str, who: Who, lambdas: LambdasDep) -> list[V
     return await lambdas.versions(who.account_id, lambda_id)
 
 
+@router.get(ACC + "/lambdas/{lambda_id}/versions/{version}")
+async def get_version(lambda_id: str, version: int, who: Who, lambdas: LambdasDep) -> VersionOut:
+    return await lambdas.version(who.account_id, lambda_id, version)
+
+
 @router.get(ACC + "/lambdas/{lambda_id}/deployments")
 async def list_deployments(lambda_id: str, who: Who, lambdas: LambdasDep) -> list[DeploymentOut]:
     return await lambdas.deployments(who.account_id, lambda_id)

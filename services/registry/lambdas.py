@@ -230,6 +230,15 @@ class Lambdas:
                            dependencies=r["dependencies"], created_ms=ms(r["created_at"]) or 0)
                 for r in rows]
 
+    async def version(self, account_id: str, lambda_id: str, version: int) -> VersionOut:
+        row = await self._row(self.pool, account_id, lambda_id)
+        r = await self.pool.fetchrow(
+            "SELECT * FROM lambda_versions WHERE lambda_id = $1 AND version = $2", row["id"], version)
+        if r is None:
+            raise NotFound(f"lambda {lambda_id} has no version {version}", code="version_not_found")
+        return VersionOut(version=r["version"], code=r["code"], env=r["env"],
+                          dependencies=r["dependencies"], created_ms=ms(r["created_at"]) or 0)
+
     # -- deployments ------------------------------------------------------------------
     async def deploy(self, account_id: str, lambda_id: str) -> DeploymentOut:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -1,0 +1,159 @@
+"""Turn one lambda version into an image: FROM the runtime image, plus code and dependencies.
+
+Dependencies are installed on the host (npm / pip reach their registries from
+here; builds and containers have no network) into the build context, then
+copied into the image:
+
+- Node: ``/opt/fnbus/node_modules`` (found by ``require`` from the runner's code path);
+- Python: ``/opt/fnbus/deps`` on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound
+
+from fnbus.schemas import DeployRequest, Runtime
+
+INSTALL_TIMEOUT_S = 300
+LABEL_LAMBDA = "fnbus.lambda"
+LABEL_VERSION = "fnbus.version"
+LABEL_DIGEST = "fnbus.content-digest"
+
+
+class BuildFailed(Exception):
+    """The version cannot become an image; the message is the deployment's cause."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    image: str
+    reused: bool
+
+
+def image_tag(request: DeployRequest) -> str:
+    return f"fnbus/lambda-{request.lambda_id}:v{request.version}"
+
+
+def content_digest(request: DeployRequest, base_image_id: str) -> str:
+    blob = json.dumps({"code": request.code, "deps": request.dependencies, "runtime":
+                       request.runtime.value, "base": base_image_id}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def dockerfile(runtime: Runtime, has_deps: bool) -> str:
+    lines = ["ARG BASE_IMAGE", "FROM ${BASE_IMAGE}", "ARG LAMBDA_ID", "ARG VERSION", "ARG DIGEST",
+             f'LABEL {LABEL_LAMBDA}="${{LAMBDA_ID}}" {LABEL_VERSION}="${{VERSION}}" '
+             f'{LABEL_DIGEST}="${{DIGEST}}"',
+             "COPY code/ /opt/fnbus/code/"]
+    if has_deps and runtime is Runtime.NODEJS:
+        lines.append("COPY deps/node_modules/ /opt/fnbus/node_modules/")
+    elif has_deps:
+        lines += ["COPY deps/ /opt/fnbus/deps/", "ENV PYTHONPATH=/opt/fnbus/deps"]
+    return "\n".join(lines) + "\n"
+
+
+async def _run(*argv: str, cwd: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=INSTALL_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        raise BuildFailed(f"installing dependencies took longer than {INSTALL_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        tail = out.decode(errors="replace").strip().splitlines()[-8:]
+        raise BuildFailed("installing dependencies failed: " + " | ".join(tail))
+
+
+async def install_dependencies(request: DeployRequest, target: Path) -> None:
+    await asyncio.to_thread(target.mkdir, parents=True)
+    deps = request.dependencies
+    if request.runtime is Runtime.NODEJS:
+        manifest = json.dumps({"name": "fnbus-lambda", "private": True, "dependencies": deps})
+        await asyncio.to_thread((target / "package.json").write_text, manifest)
+        # --ignore-scripts: no install hooks of third-party packages run on the host.
+        await _run("npm", "install", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund",
+                   "--loglevel=error", cwd=target)
+    else:
+        specs = [f"{name}{spec if spec[0] in '<>=!~' else '==' + spec}" if spec != "*" else name
+                 for name, spec in deps.items()]
+        await _run("python3", "-m", "pip", "install", "--quiet", "--no-input", "--only-binary=:all:",
+                   "--target", str(target), *specs, cwd=target)
+
+
+def _context_tar(root: Path) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(root, arcname=".")
+    buf.seek(0)
+    return buf
+
+
+class Builder:
+    def __init__(self, client: docker.DockerClient, runtime_images: dict[str, str]) -> None:
+        self.client = client
+        self.runtime_images = runtime_images
+
+    def _base_id(self, runtime: Runtime) -> str:
+        try:
+            return str(self.client.images.get(self.runtime_images[runtime.value]).id)
+        except ImageNotFound:
+            raise BuildFailed(f"runtime image {self.runtime_images[runtime.value]} is missing; "
+                              "run deploy/images/build.sh") from None
+
+    def _existing(self, tag: str, digest: str) -> bool:
+        try:
+            image = self.client.images.get(tag)
+        except ImageNotFound:
+            return False
+        return bool(image.labels.get(LABEL_DIGEST) == digest)
+
+    async def build(self, request: DeployRequest) -> Artifact:
+        tag = image_tag(request)
+        base_id = await asyncio.to_thread(self._base_id, request.runtime)
+        digest = content_digest(request, base_id)
+        if await asyncio.to_thread(self._existing, tag, digest):
+            return Artifact(tag, reused=True)
+        with tempfile.TemporaryDirectory(prefix="fnbus-build-") as tmp:
+            root = Path(tmp)
+            code_dir = root / "code"
+            code_dir.mkdir()
+            name = "index.js" if request.runtime is Runtime.NODEJS else "lambda.py"
+            (code_dir / name).write_text(request.code)
+            if request.dependencies:
+                await install_dependencies(request, root / "deps")
+            (root / "Dockerfile").write_text(dockerfile(request.runtime, bool(request.dependencies)))
+            context = _context_tar(root)
+            await asyncio.to_thread(self._docker_build, context, tag, {
+                "BASE_IMAGE": self.runtime_images[request.runtime.value],
+                "LAMBDA_ID": request.lambda_id, "VERSION": str(request.version), "DIGEST": digest})
+        return Artifact(tag, reused=False)
+
+    def _docker_build(self, context: io.BytesIO, tag: str, args: dict[str, str]) -> None:
+        try:
+            self.client.images.build(fileobj=context, custom_context=True, tag=tag, buildargs=args,
+                                     rm=True, forcerm=True, network_mode="none", pull=False)
+        except (BuildError, APIError, DockerException) as exc:
+            raise BuildFailed(f"image build failed: {exc}") from exc
+
+    def _remove_images(self, lambda_id: str) -> int:
+        images = self.client.images.list(filters={"label": f"{LABEL_LAMBDA}={lambda_id}"})
+        for image in images:
+            try:
+                self.client.images.remove(image.id, force=True)
+            except DockerException:
+                pass
+        return len(images)
+
+    async def remove_images(self, lambda_id: str) -> int:
+        return await asyncio.to_thread(self._remove_images, lambda_id)

@@ -1,0 +1,311 @@
+"""Invocation through the gateway: sync and async, ours and the original platform's API.
+
+Synchronous calls produce an :class:`InvocationRequest` whose ``reply_to`` is this
+gateway instance's own reply topic and wait for the :class:`InvocationResult`
+with the same activation id. Asynchronous calls answer 202 with the activation
+id at once; the result is read later from log-ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from fnbus import catalog
+from fnbus.errors import ApiError, Conflict, NotFound, Unprocessable, UpstreamUnavailable
+from fnbus.identity import Identity
+from fnbus.kafka import Producer
+from fnbus.lambda_cache import LambdaCache
+from fnbus.permissions import Permission as P
+from fnbus.schemas import (
+    ErrorCode,
+    EventSource,
+    Header,
+    InvocationOutcome,
+    InvocationRequest,
+    InvocationResult,
+    LambdaChange,
+)
+from services.gateway.auth import require
+from services.gateway.management import ERRORS
+
+log = logging.getLogger(__name__)
+
+# How long a synchronous caller waits beyond the lambda's own limit (queueing,
+# a cold start, an invoker restart picking the request up again).
+REPLY_GRACE_S = 15.0
+LP_LAMBDA_ERROR_STATUS = 901  # the original platform's status for the lambda's own failure
+
+
+class ReplyWaiter:
+    """Reads this gateway's reply topic and resolves the futures of waiting callers."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._pending: dict[str, asyncio.Future[InvocationResult]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                    enable_auto_commit=False, fetch_max_wait_ms=5)
+        await consumer.start()
+        tp = TopicPartition(self.topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)  # resolve "end" now, before any request is sent
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._loop(), name="replies")
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        result = InvocationResult.from_bytes(record.value)
+                    except ValidationError:
+                        log.error("malformed reply", extra={"offset": record.offset})
+                        continue
+                    future = self._pending.pop(result.activation_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+
+    def expect(self, activation_id: str) -> asyncio.Future[InvocationResult]:
+        future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
+        self._pending[activation_id] = future
+        return future
+
+    def forget(self, activation_id: str) -> None:
+        self._pending.pop(activation_id, None)
+
+    async def check(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+        for future in self._pending.values():
+            if not future.done():
+                future.cancel()
+
+
+class Invocations:
+    """What the endpoints need: the lambda cache, the producer, the reply waiter."""
+
+    def __init__(self, cache: LambdaCache, producer: Producer, replies: ReplyWaiter,
+                 invocations_topic: str, default_timeout_ms: int) -> None:
+        self.cache = cache
+        self.producer = producer
+        self.replies = replies
+        self.topic = invocations_topic
+        self.default_timeout_ms = default_timeout_ms
+
+    async def deployed(self, account_id: str, lambda_id: str) -> LambdaChange:
+        state = self.cache.get(lambda_id)
+        if state is None or state.account_id != account_id:
+            raise NotFound(f"lambda {lambda_id} not found", code="lambda_not_found")
+        if state.deployed_version is None:
+            raise Conflict(f"lambda {lambda_id} is not deployed; deploy it first "
+                           f"(POST …/lambdas/{lambda_id}/deployments)", code="lambda_not_deployed")
+        return state
+
+    async def submit(self, request: InvocationRequest) -> None:
+        try:
+            await self.producer.send(self.topic, request.to_bytes(), key=request.lambda_id)
+        except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the caller
+            raise UpstreamUnavailable(f"could not queue the invocation: {type(exc).__name__}",
+                                      code="broker_unavailable") from None
+
+    async def call(self, request: InvocationRequest) -> InvocationResult:
+        future = self.replies.expect(request.activation_id)
+        try:
+            await self.submit(request)
+            wait_s = (request.timeout_ms or self.default_timeout_ms) / 1000 + REPLY_GRACE_S
+            return await asyncio.wait_for(future, timeout=wait_s)
+        except TimeoutError:
+            raise ApiError(
+                f"no result within the time limit; the invocation may still finish: "
+                f"GET …/activations/{request.activation_id}", code="no_result") from None
+        finally:
+            self.replies.forget(request.activation_id)
+
+
+class InvokeBody(BaseModel):
+    headers: list[Header] = Field(default_factory=list, description="[{key, value}] passed to the lambda")
+    payload: Any = Field(default=None, description="the lambda's input payload")
+    timestamp: int | None = Field(default=None, description="epoch ms (original platform's field)")
+
+
+router = APIRouter()
+
+
+def _invocations(request: Request) -> Invocations:
+    return request.app.state.invocations
+
+
+def _error_status(result: InvocationResult) -> int:
+    if result.outcome is InvocationOutcome.TIMEOUT:
+        return 504
+    if result.error and result.error.code == ErrorCode.NOT_DEPLOYED:
+        return 409
+    if result.outcome is InvocationOutcome.CODING_FAILURE:
+        return 502
+    return 503
+
+
+def _ours(result: InvocationResult) -> JSONResponse:
+    body = {"activation_id": result.activation_id, "outcome": result.outcome.value,
+            "duration_ms": result.duration_ms, "cold_start": result.cold_start,
+            "logs": [e.model_dump() for e in result.logs], "logs_truncated": result.logs_truncated}
+    if result.outcome is InvocationOutcome.SUCCEEDED:
+        return JSONResponse({**body, "result": result.result})
+    error = result.error
+    return JSONResponse({**body, "error": {"code": error.code if error else "unknown",
+                                           "message": error.message if error else "failed",
+                                           "details": error.details if error else None}},
+                        status_code=_error_status(result),
+                        headers={"X-Activation-Id": result.activation_id})
+
+
+def _new_request(identity: Identity, lambda_id: str, body: InvokeBody, state: LambdaChange,
+                 source: EventSource, reply_to: str | None, timeout_ms: int | None = None
+                 ) -> InvocationRequest:
+    return InvocationRequest(account_id=identity.account_id, lambda_id=lambda_id,
+                             version=state.deployed_version, source=source, headers=body.headers,
+                             payload=body.payload, reply_to=reply_to, timeout_ms=timeout_ms)
+
+
+@router.post("/api/v1/accounts/{account_id}/lambdas/{lambda_id}/invoke", responses=ERRORS,
+             description=f"Requires permission `{P.LAMBDA_INVOKE.value}`. Synchronous unless "
+                         "`async=true`. Errors: 502 the function failed, 504 it timed out, "
+                         "409 not deployed.",
+             openapi_extra={"x-permission": P.LAMBDA_INVOKE.value})
+async def invoke(account_id: str, lambda_id: str, body: InvokeBody, request: Request,
+                 who: Identity = Depends(require(P.LAMBDA_INVOKE)),
+                 run_async: bool = Query(False, alias="async"),
+                 timeout_ms: int | None = Query(None, ge=100, description=(
+                     "a lower execution limit than the platform's (30 s by default)"))
+                 ) -> JSONResponse:
+    inv = _invocations(request)
+    if timeout_ms is not None and timeout_ms > inv.default_timeout_ms:
+        raise Unprocessable(f"timeout_ms may not exceed the platform limit of "
+                            f"{inv.default_timeout_ms} ms", code="invalid_timeout")
+    state = await inv.deployed(account_id, lambda_id)
+    if run_async:
+        req = _new_request(who, lambda_id, body, state, EventSource.HTTP, None, timeout_ms)
+        await inv.submit(req)
+        return JSONResponse({"activation_id": req.activation_id}, status_code=202,
+                            headers={"Location": f"/api/v1/accounts/{account_id}/activations/"
+                                                 f"{req.activation_id}"})
+    req = _new_request(who, lambda_id, body, state, EventSource.HTTP, request.app.state.reply_topic,
+                       timeout_ms)
+    return _ours(await inv.call(req))
+
+
+class TestBody(BaseModel):
+    headers: list[Header] | None = None
+    payload: Any = None
+
+
+@router.post("/api/v1/accounts/{account_id}/lambdas/{lambda_id}/test", responses=ERRORS,
+             description=f"Requires permission `{P.LAMBDA_INVOKE.value}`. Test invocation of the "
+                         "deployed lambda; without a payload, its event's sample payload is sent.",
+             openapi_extra={"x-permission": P.LAMBDA_INVOKE.value})
+async def test_invoke(account_id: str, lambda_id: str, request: Request,
+                      body: TestBody | None = None,
+                      who: Identity = Depends(require(P.LAMBDA_INVOKE))) -> JSONResponse:
+    inv = _invocations(request)
+    state = await inv.deployed(account_id, lambda_id)
+    sample: dict[str, Any] = {}
+    if state.event_id:
+        template = catalog.TEMPLATES.get(state.event_id)
+        sample = template.sample_payload if template else {}
+    payload = body.payload if body and body.payload is not None else sample.get("payload", sample)
+    invoke_body = InvokeBody(headers=(body.headers if body and body.headers else []), payload=payload)
+    req = _new_request(who, lambda_id, invoke_body, state, EventSource.TEST,
+                       request.app.state.reply_topic)
+    return _ours(await inv.call(req))
+
+
+# -- the original platform's external invocation API ---------------------------------------
+def _lp_error(result: InvocationResult) -> JSONResponse:
+    error = result.error
+    code = error.code if error else ErrorCode.PLATFORM
+    message = error.message if error else "failed"
+    if ErrorCode.is_lambda_error(code):
+        status = LP_LAMBDA_ERROR_STATUS
+    elif code == ErrorCode.NOT_DEPLOYED:
+        status = 404
+    else:
+        status = 500
+    return JSONResponse({"errorCode": code, "errorMsg": message}, status_code=status)
+
+
+@router.post("/api/account/{accountId}/lambdas/{lambda_id}/invoke", responses=ERRORS,
+             tags=["compatibility"],
+             description=f"Requires permission `{P.LAMBDA_INVOKE.value}`. The original platform's "
+                         "external invocation; errors of the lambda answer 901 with `errorCode`.",
+             openapi_extra={"x-permission": P.LAMBDA_INVOKE.value})
+async def lp_invoke(accountId: str, lambda_id: str, body: InvokeBody, request: Request,  # noqa: N803
+                    who: Identity = Depends(require(P.LAMBDA_INVOKE)),
+                    v: str = "1", skillId: str = "", externalSystem: str = "") -> JSONResponse:  # noqa: N803
+    inv = _invocations(request)
+    try:
+        state = await inv.deployed(accountId, lambda_id)
+    except (NotFound, Conflict) as exc:
+        return JSONResponse({"errorCode": ErrorCode.NOT_DEPLOYED, "errorMsg": exc.message},
+                            status_code=404)
+    req = _new_request(who, lambda_id, body, state, EventSource.HTTP, request.app.state.reply_topic)
+    result = await inv.call(req)
+    if result.outcome is InvocationOutcome.SUCCEEDED:
+        return JSONResponse(result.result, headers={"X-Activation-Id": result.activation_id})
+    return _lp_error(result)
+
+
+# -- reading results back -----------------------------------------------------------------
+async def _log_ingest(request: Request, path: str, params: dict[str, Any]) -> Any:
+    client: httpx.AsyncClient = request.app.state.log_ingest
+    try:
+        r = await client.get(path, params=params)
+    except httpx.HTTPError:
+        raise UpstreamUnavailable("log-ingest unavailable", code="log_ingest_unavailable") from None
+    if r.status_code == 404:
+        raise NotFound("activation not found (results appear a moment after they finish)",
+                       code="activation_not_found")
+    if r.status_code >= 400:
+        raise UpstreamUnavailable(f"log-ingest answered {r.status_code}")
+    return r.json()
+
+
+@router.get("/api/v1/accounts/{account_id}/activations/{activation_id}", responses=ERRORS,
+            description=f"Requires permission `{P.LOGS_READ.value}`. The record of one "
+                        "invocation: outcome, result or error, timings.",
+            openapi_extra={"x-permission": P.LOGS_READ.value})
+async def get_activation(account_id: str, activation_id: str, request: Request,
+                         who: Identity = Depends(require(P.LOGS_READ))) -> Any:
+    return await _log_ingest(request, f"/internal/activations/{activation_id}",
+                             {"account_id": account_id})
+
+
+@router.get("/api/v1/accounts/{account_id}/activations/{activation_id}/logs", responses=ERRORS,
+            description=f"Requires permission `{P.LOGS_READ.value}`. Log lines of one invocation.",
+            openapi_extra={"x-permission": P.LOGS_READ.value})
+async def get_activation_logs(account_id: str, activation_id: str, request: Request,
+                              who: Identity = Depends(require(P.LOGS_READ))) -> Any:
+    return await _log_ingest(request, "/internal/logs",
+                             {"account_id": account_id, "activation_id": activation_id})

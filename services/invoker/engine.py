@@ -1,0 +1,232 @@
+"""One invocation, end to end: place, run under the hard limit, publish.
+
+For every request the invoker publishes, before its offset may be committed:
+1. the result to the caller's reply topic (synchronous callers only), first,
+   because someone is waiting for it;
+2. the activation record and the log lines, for log-ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+from aiokafka import ConsumerRecord
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+
+from fnbus.kafka import Producer
+from fnbus.lambda_cache import LambdaCache
+from fnbus.runner_protocol import ErrorKind, LogEntry, RunResult
+from fnbus.sandbox import ContainerError
+from fnbus.schemas import (
+    SCHEMA_VERSION,
+    ActivationRecord,
+    ErrorCode,
+    InvocationError,
+    InvocationOutcome,
+    InvocationRequest,
+    InvocationResult,
+    LogEntryOut,
+    LogLevel,
+    LogLine,
+    now_ms,
+)
+from fnbus.topics import Topics
+from services.invoker.manager import Code, ContainerPool
+from services.invoker.pool import VersionKey
+from services.invoker.proxy import InitFailed, ProxyError
+
+log = logging.getLogger(__name__)
+
+INVOCATIONS = Counter("fnbus_invocations_total", "Finished invocations", ["source", "outcome"])
+DURATION = Histogram("fnbus_invocation_duration_seconds", "Time from pick-up to result",
+                     ["cold"], buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10,
+                                        30, 60))
+
+
+class NotDeployed(Exception):
+    pass
+
+
+class Invoker:
+    def __init__(self, *, pool: ContainerPool, producer: Producer, cache: LambdaCache,
+                 registry: httpx.AsyncClient, topics: Topics, instance: str,
+                 default_timeout_ms: int, runtime_images: dict[str, str],
+                 max_per_account: int) -> None:
+        self.pool = pool
+        self.producer = producer
+        self.cache = cache
+        self.registry = registry
+        self.topics = topics
+        self.instance = instance
+        self.default_timeout_ms = default_timeout_ms
+        self.runtime_images = runtime_images
+        self.max_per_account = max_per_account
+        self._accounts: dict[str, asyncio.Semaphore] = {}
+        self._code: dict[tuple[str, int], Code] = {}
+
+    # -- entry point -----------------------------------------------------------------------
+    async def handle_record(self, record: ConsumerRecord) -> None:
+        try:
+            request = InvocationRequest.from_bytes(record.value)
+        except ValidationError as exc:
+            log.error("dropping malformed invocation request",
+                      extra={"offset": record.offset, "error": str(exc)[:500]})
+            return
+        if request.schema_version > SCHEMA_VERSION:
+            log.error("dropping invocation request of unknown schema version",
+                      extra={"activation_id": request.activation_id})
+            return
+        await self.handle(request)
+
+    async def handle(self, request: InvocationRequest) -> None:
+        semaphore = self._accounts.setdefault(request.account_id,
+                                              asyncio.Semaphore(self.max_per_account))
+        async with semaphore:
+            result, record, logs = await self.execute(request)
+        # Run once, publish until the broker took it: a retry never runs the code twice.
+        backoff_s = 0.2
+        while True:
+            try:
+                await self.publish(request, result, record, logs)
+                return
+            except Exception as exc:  # noqa: BLE001 - broker trouble; keep the result
+                log.warning("publishing the result failed; retrying",
+                            extra={"activation_id": request.activation_id, "error": str(exc)})
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+
+    # -- running -------------------------------------------------------------------------
+    async def _load_code(self, account_id: str, lambda_id: str, version: int) -> Code:
+        cached = self._code.get((lambda_id, version))
+        if cached is not None:
+            return cached
+        r = await self.registry.get(
+            f"/internal/accounts/{account_id}/lambdas/{lambda_id}/versions/{version}")
+        if r.status_code == 404:
+            raise NotDeployed(f"lambda {lambda_id} version {version} does not exist")
+        r.raise_for_status()
+        body = r.json()
+        code = Code(code=body["code"], env=dict(body["env"]),
+                    can_use_prewarmed=not body["dependencies"])
+        self._code[(lambda_id, version)] = code
+        return code
+
+    def _target(self, request: InvocationRequest) -> tuple[int, str, str]:
+        """(version, runtime, image) to run, or NotDeployed."""
+        state = self.cache.get(request.lambda_id)
+        if state is None or state.account_id != request.account_id:
+            if request.version is None:
+                raise NotDeployed(f"lambda {request.lambda_id} is not deployed")
+            raise NotDeployed(f"lambda {request.lambda_id} is unknown to this invoker")
+        if state.deployed_version is None:
+            # Undeployed after the request was made: it must not run any more.
+            raise NotDeployed(f"lambda {request.lambda_id} is not deployed")
+        version = state.deployed_version if request.version is None else request.version
+        runtime = state.runtime.value
+        image = state.deployed_image if state.deployed_version == version and state.deployed_image \
+            else self.runtime_images[runtime]
+        return version, runtime, image
+
+    async def execute(self, request: InvocationRequest
+                      ) -> tuple[InvocationResult, ActivationRecord, list[LogEntry]]:
+        started_ms = now_ms()
+        t0 = time.perf_counter()
+        timeout_s = (request.timeout_ms or self.default_timeout_ms) / 1000
+        logs: list[LogEntry] = []
+        cold = False
+        version: int | None = request.version
+        run: RunResult | None = None
+        error: InvocationError | None = None
+        outcome = InvocationOutcome.SUCCEEDED
+        try:
+            version, runtime, image = self._target(request)
+            key = VersionKey(request.account_id, request.lambda_id, version)
+            proxy, cold = await self.pool.acquire(
+                key, runtime, image,
+                lambda: self._load_code(request.account_id, request.lambda_id, version))
+            try:
+                outcome_ = await proxy.run(request.activation_id, self._input(request), timeout_s)
+            finally:
+                await self.pool.release(proxy)
+            if outcome_.timed_out:
+                outcome = InvocationOutcome.TIMEOUT
+                error = InvocationError(
+                    code=ErrorCode.TIMEOUT,
+                    message=f"the function did not finish within {timeout_s:g} s and was killed")
+            elif outcome_.broken is not None:
+                outcome = InvocationOutcome.CODING_FAILURE
+                error = InvocationError(code=ErrorCode.RUNTIME_EXCEPTION, message=outcome_.broken)
+            else:
+                run = outcome_.result
+                assert run is not None
+                logs = run.logs
+                if not run.ok:
+                    outcome = InvocationOutcome.CODING_FAILURE
+                    err = run.error
+                    code = ErrorCode.CUSTOM_FAILURE if err and err.kind is ErrorKind.CUSTOM_FAILURE \
+                        else ErrorCode.RUNTIME_EXCEPTION
+                    error = InvocationError(
+                        code=code, message=err.message if err else "the function failed",
+                        details={"name": err.name, "stack": err.stack} if err else None)
+        except NotDeployed as exc:
+            outcome = InvocationOutcome.PLATFORM_FAILURE
+            error = InvocationError(code=ErrorCode.NOT_DEPLOYED, message=str(exc))
+        except InitFailed as exc:
+            outcome = InvocationOutcome.CODING_FAILURE
+            error = InvocationError(code=ErrorCode.RUNTIME_EXCEPTION,
+                                    message=f"the code failed to load: {exc.error}",
+                                    details={"line": exc.error.line})
+        except (ProxyError, ContainerError, httpx.HTTPError) as exc:
+            outcome = InvocationOutcome.PLATFORM_FAILURE
+            error = InvocationError(code=ErrorCode.PLATFORM, message=f"platform failure: {exc}")
+            log.warning("invocation failed on the platform side",
+                        extra={"activation_id": request.activation_id, "error": str(exc)})
+        finished_ms = now_ms()
+        duration_ms = int(run.duration_ms) if run is not None else finished_ms - started_ms
+        DURATION.labels(str(cold).lower()).observe(time.perf_counter() - t0)
+        INVOCATIONS.labels(request.source.value, outcome.value).inc()
+        log_out = [LogEntryOut(level=e.level.value, message=e.message, ts_ms=e.ts_ms) for e in logs]
+        result = InvocationResult(
+            activation_id=request.activation_id, account_id=request.account_id,
+            lambda_id=request.lambda_id, outcome=outcome,
+            result=run.value if run is not None and run.ok else None, error=error,
+            duration_ms=duration_ms, cold_start=cold, logs=log_out,
+            logs_truncated=bool(run and run.logs_truncated), finished_ms=finished_ms)
+        record = ActivationRecord(
+            activation_id=request.activation_id, account_id=request.account_id,
+            lambda_id=request.lambda_id, version=version, source=request.source,
+            event_id=request.event_id, attempt=request.attempt, outcome=outcome,
+            result=result.result, error=error, started_ms=started_ms, finished_ms=finished_ms,
+            duration_ms=duration_ms, cold_start=cold, invoker=self.instance)
+        log.info("invocation finished", extra={
+            "activation_id": request.activation_id, "account_id": request.account_id,
+            "lambda_id": request.lambda_id, "outcome": outcome.value, "cold": cold,
+            "duration_ms": duration_ms})
+        return result, record, logs
+
+    @staticmethod
+    def _input(request: InvocationRequest) -> dict[str, Any]:
+        """What the lambda receives: the original platform's ``{headers, payload}`` shape."""
+        return {"headers": [h.model_dump() for h in request.headers], "payload": request.payload}
+
+    # -- publishing ------------------------------------------------------------------------
+    async def publish(self, request: InvocationRequest, result: InvocationResult,
+                      record: ActivationRecord, logs: list[LogEntry]) -> None:
+        if request.reply_to:
+            await self.producer.send(request.reply_to, result.to_bytes(),
+                                     key=request.activation_id)
+        futures = [await self.producer.send_nowait(self.topics.activations, record.to_bytes(),
+                                                   key=request.activation_id)]
+        for seq, entry in enumerate(logs):
+            line = LogLine(activation_id=request.activation_id, account_id=request.account_id,
+                           lambda_id=request.lambda_id, seq=seq,
+                           level=LogLevel(entry.level.value), message=entry.message,
+                           ts_ms=entry.ts_ms)
+            futures.append(await self.producer.send_nowait(self.topics.logs, line.to_bytes(),
+                                                           key=request.activation_id))
+        await asyncio.gather(*futures)

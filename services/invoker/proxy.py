@@ -1,0 +1,157 @@
+"""One container and its runner, as an explicit state machine.
+
+::
+
+    STARTING ──connected──▶ READY ──initialize──▶ WARM ──run──▶ RUNNING ──result──▶ WARM
+        │                     │                    │               │
+        └────── failure ──────┴────── remove ──────┴── timeout / ───┴──▶ REMOVING ──▶ REMOVED
+                                                       broken runner
+
+Contract:
+1. ``start()`` starts the container and connects to its runner (STARTING → READY).
+2. ``initialize()`` loads one lambda version's code (READY → WARM), once.
+3. ``run()`` runs one invocation (WARM → RUNNING → WARM). On timeout the container
+   is SIGKILLed *before* ``run()`` returns, so no side effect outlives the error;
+   a killed or broken container ends in REMOVING and is never reused.
+4. ``remove()`` kills and removes the container (any state → REMOVED); safe twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from fnbus.runner_protocol import (
+    LogCallback,
+    LogLimit,
+    RunnerConnection,
+    RunnerError,
+    RunnerInitError,
+    RunResult,
+    ToolbeltHandler,
+)
+from fnbus.sandbox import ContainerHandle, ContainerRuntime
+from services.invoker.pool import Slot, VersionKey
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 20.0
+
+
+class ProxyState(str, Enum):
+    STARTING = "starting"
+    READY = "ready"  # pre-warmed: runner up, no code
+    WARM = "warm"  # code loaded, free
+    RUNNING = "running"
+    REMOVING = "removing"
+    REMOVED = "removed"
+
+
+class ProxyError(Exception):
+    """The container or runner failed (not the lambda's own error)."""
+
+
+class InitFailed(ProxyError):
+    def __init__(self, error: RunnerInitError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    result: RunResult | None  # None when killed or broken
+    timed_out: bool = False
+    broken: str | None = None  # why the runner/container failed, when it did
+
+
+_RUNTIME_WIRE = {"nodejs": "node", "python": "python"}
+
+
+class ContainerProxy:
+    def __init__(self, engine: ContainerRuntime, runtime: str, image: str,
+                 labels: dict[str, str]) -> None:
+        self.engine = engine
+        self.runtime = runtime
+        self.image = image
+        self.labels = labels
+        self.state = ProxyState.STARTING
+        self.key: VersionKey | None = None
+        self.handle: ContainerHandle | None = None
+        self.conn: RunnerConnection | None = None
+        self.last_used = time.monotonic()
+        self.id = f"pending-{id(self)}"
+        self.invocations = 0
+        self.reserved = False  # taken by an acquire() whose invocation has not finished
+
+    def slot(self) -> Slot:
+        busy = self.state in (ProxyState.STARTING, ProxyState.RUNNING, ProxyState.REMOVING)
+        return Slot(self.id, self.runtime, self.key, busy or self.reserved, self.last_used)
+
+    async def start(self) -> None:
+        self.handle = await self.engine.start(self.image, self.labels)
+        self.id = self.handle.name
+        conn = RunnerConnection()
+        try:
+            await conn.connect(self.handle.socket_path, timeout_s=CONNECT_TIMEOUT_S)
+        except (RunnerError, OSError) as exc:
+            reason = await self.engine.exit_reason(self.handle)
+            await self.remove()
+            raise ProxyError(f"runner did not come up: {reason or exc}") from exc
+        self.conn = conn
+        self.state = ProxyState.READY
+
+    async def initialize(self, key: VersionKey, code: str, env: dict[str, str],
+                         log_limit: LogLimit) -> None:
+        assert self.conn is not None and self.state is ProxyState.READY, self.state
+        try:
+            await self.conn.init(code=code, runtime=_RUNTIME_WIRE.get(self.runtime, self.runtime),
+                                 account_id=key.account_id, lambda_id=key.lambda_id, env=env,
+                                 log_limit=log_limit)
+        except RunnerInitError as exc:
+            await self.remove()
+            raise InitFailed(exc) from exc
+        except RunnerError as exc:
+            await self.remove()
+            raise ProxyError(f"runner failed during init: {exc}") from exc
+        self.key = key
+        self.state = ProxyState.WARM
+
+    async def run(self, activation_id: str, payload: Any, timeout_s: float,
+                  on_log: LogCallback | None = None,
+                  toolbelt: ToolbeltHandler | None = None) -> RunOutcome:
+        assert self.conn is not None and self.state is ProxyState.WARM, self.state
+        self.state = ProxyState.RUNNING
+        self.invocations += 1
+        try:
+            result = await asyncio.wait_for(
+                self.conn.run(activation_id, payload, on_log=on_log, toolbelt=toolbelt,
+                              deadline_ms=int(timeout_s * 1000)),
+                timeout=timeout_s)
+        except TimeoutError:
+            # Kill first, answer after: nothing the code started survives the error.
+            await self.remove()
+            return RunOutcome(None, timed_out=True)
+        except (RunnerError, OSError) as exc:
+            reason = await self.engine.exit_reason(self.handle) if self.handle else None
+            await self.remove()
+            return RunOutcome(None, broken=reason or f"the runner failed: {exc}")
+        self.state = ProxyState.WARM
+        self.last_used = time.monotonic()
+        return RunOutcome(result)
+
+    async def remove(self) -> None:
+        if self.state in (ProxyState.REMOVING, ProxyState.REMOVED) and self.handle is None:
+            return
+        self.state = ProxyState.REMOVING
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await conn.close()
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            await self.engine.kill(handle)
+            await self.engine.remove(handle)
+        self.state = ProxyState.REMOVED
