@@ -94,6 +94,9 @@ def settings(
         registry_url=f"http://127.0.0.1:{ports['registry']}",
         log_ingest_url=f"http://127.0.0.1:{ports['log_ingest']}",
         public_url=f"http://127.0.0.1:{ports['gateway']}",
+        instance_id=f"t{run_id}",  # own reply topic and container label for this session
+        prewarm_per_runtime=1,
+        max_containers=24,
         **{f"{name}_port": port for name, port in ports.items()},
     )
 
@@ -118,3 +121,20 @@ async def gateway_url(settings: Settings, registry_url: str) -> AsyncIterator[st
 
     async with serve_in_loop(create_app(settings), settings.gateway_port) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+async def platform(settings: Settings, gateway_url: str, registry_url: str
+                   ) -> AsyncIterator[dict[str, str]]:
+    """Registry, gateway, deployer, invoker and log-ingest in this process, on real parts."""
+    from services.deployer.app import create_app as deployer_app
+    from services.invoker.app import create_app as invoker_app
+    from services.log_ingest.app import create_app as log_ingest_app
+
+    async with (
+        serve_in_loop(log_ingest_app(settings), settings.log_ingest_port) as log_ingest,
+        serve_in_loop(deployer_app(settings), settings.deployer_port) as deployer,
+        serve_in_loop(invoker_app(settings), settings.invoker_port) as invoker,
+    ):
+        yield {"gateway": gateway_url, "registry": registry_url, "deployer": deployer,
+               "invoker": invoker, "log_ingest": log_ingest}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from fnbus import resources
 from fnbus.api_models import MAX_MANAGEMENT_BODY_BYTES
@@ -18,6 +21,8 @@ from services.gateway import invoke, management, oauth
 from services.gateway.auth import Authenticator
 from services.gateway.limits import BodyLimit
 from services.gateway.registry_client import RegistryClient
+
+CONSOLE_DIR = Path(__file__).parent / "console"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -65,4 +70,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(management.router)
     app.include_router(invoke.router)
     app.include_router(oauth.router)
+    # The web console: static files, talking to the same-origin API above.
+    app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),
+              name="console")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
     return app
