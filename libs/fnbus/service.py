@@ -168,6 +168,22 @@ async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+def allow_status(status: int, phrase: str) -> None:
+    """Let uvicorn send a status outside 100–599 (the original platform's 901).
+
+    uvicorn precomputes its status lines for 100–599 only and fails on others;
+    HTTP itself allows any three-digit code.
+    """
+    from uvicorn.protocols.http import h11_impl
+
+    h11_impl.STATUS_PHRASES.setdefault(status, phrase.encode())
+    try:
+        from uvicorn.protocols.http import httptools_impl
+    except ImportError:  # httptools not installed
+        return
+    httptools_impl.STATUS_LINE.setdefault(status, f"HTTP/1.1 {status} {phrase}\r\n".encode())
+
+
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Run until SIGTERM/SIGINT; uvicorn then runs the lifespan shutdown (drain)."""
     import uvicorn

@@ -15,7 +15,7 @@ from fnbus import resources
 from fnbus.api_models import MAX_MANAGEMENT_BODY_BYTES
 from fnbus.config import Settings
 from fnbus.lambda_cache import LambdaCache
-from fnbus.service import create_service_app
+from fnbus.service import allow_status, create_service_app
 from fnbus.topics import Topics, ensure_topics
 from services.gateway import invoke, management, oauth
 from services.gateway.auth import Authenticator
@@ -26,6 +26,7 @@ CONSOLE_DIR = Path(__file__).parent / "console"
 
 
 def create_app(settings: Settings) -> FastAPI:
+    allow_status(invoke.LP_LAMBDA_ERROR_STATUS, "Lambda Failure")
     topics = Topics(settings.topic_prefix)
     instance = settings.instance_id or f"gateway-{settings.gateway_port}"
 
