@@ -44,11 +44,22 @@ def run_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+async def kafka_bootstrap(run_id: str) -> AsyncIterator[str]:
     bootstrap = BASE.kafka_bootstrap
     if not _reachable(bootstrap):
         pytest.fail(f"Kafka is not reachable at {bootstrap}: run `deploy/local/infra.sh start`")
-    return bootstrap
+    yield bootstrap
+    # Topics of this session go with it: a broker full of test partitions restarts slowly.
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(f"t{run_id}")]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 def _with_db(url: str, name: str) -> str:

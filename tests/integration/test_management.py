@@ -178,8 +178,8 @@ async def test_oauth_client_credentials_and_jwt(acme: Account, gateway_url: str,
                         options={"verify_exp": False}, issuer="fnbus")
     expired = jwt.encode({**claims, "iat": now - 7200, "exp": now - 3600}, settings.jwt_secret,
                          algorithm=JWT_ALGORITHM)
-    forged = jwt.encode({**claims, "roles": ["FaaS-Admin", "FaaS-Developer"]}, "a-guessed-secret-that-is-long-enough-1234",
-                        algorithm=JWT_ALGORITHM)
+    forged = jwt.encode({**claims, "roles": ["FaaS-Admin", "FaaS-Developer"]},
+                        "a-guessed-secret-that-is-long-enough-1234", algorithm=JWT_ALGORITHM)
     head, payload, sig = jwt_token.split(".")
     tampered = f"{head}.{payload[:-2]}xx.{sig}"
     unsigned = jwt.encode(claims, key=None, algorithm="none")  # type: ignore[arg-type]
