@@ -17,7 +17,7 @@ from fnbus.config import Settings
 from fnbus.lambda_cache import LambdaCache
 from fnbus.service import allow_status, create_service_app
 from fnbus.topics import Topics, ensure_topics
-from services.gateway import invoke, management, oauth
+from services.gateway import events, invoke, management, oauth, schedules
 from services.gateway.auth import Authenticator
 from services.gateway.limits import BodyLimit
 from services.gateway.registry_client import RegistryClient
@@ -70,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=MAX_MANAGEMENT_BODY_BYTES)
     app.include_router(management.router)
     app.include_router(invoke.router)
+    app.include_router(schedules.router)
+    app.include_router(events.router)
     app.include_router(oauth.router)
     # The web console: static files, talking to the same-origin API above.
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),
