@@ -817,7 +817,7 @@
     }
     createState.events = events;
     const eventSelect = clear($('#c-event'));
-    eventSelect.append(el('option', { value: '' }, 'none (HTTP invocation, schedules and tests only)'));
+    eventSelect.append(el('option', { value: '' }, 'none (HTTP, schedules and tests)'));
     events.forEach(function (ev) {
       let label = ev.name;
       if (ev.limit !== null && ev.limit !== undefined) {
@@ -1426,6 +1426,7 @@
     clear(status);
     const rows = clear($('#s-rows'));
     $('#s-empty').hidden = list.length > 0;
+    rows.closest('.table-wrap').hidden = !list.length;
     list.forEach(function (s) {
       rows.append(el('tr', null,
         el('td', { 'data-label': 'Key' }, el('code', null, s.key)),
@@ -1659,11 +1660,16 @@
   function showSecretOnce(user, cred) {
     const box = clear($('#u-secret'));
     const oauth = cred.kind === 'oauth_client';
-    box.append(
+    if (!cred.secret) {
+      showError($('#u-status'), new ApiError(0, 'missing_secret',
+        'The credential ' + cred.prefix + ' was created but the answer carried no secret: revoke it and create another.'));
+      return;
+    }
+    appendChildren(box, [
       el('h3', null, (oauth ? 'New OAuth client for ' : 'New API key for ') + user.name),
       el('p', null, el('strong', null, 'Copy the secret now: it is shown only this once.')),
       oauth ? secretField('Client id', cred.prefix) : null,
-      secretField(oauth ? 'Client secret' : 'API key', cred.secret || ''),
+      secretField(oauth ? 'Client secret' : 'API key', cred.secret),
       oauth
         ? el('p', { class: 'hint' }, 'Exchange them for a token at ', el('code', null, 'POST /oauth/token'),
           ' (grant type client_credentials).')
@@ -1671,7 +1677,7 @@
       el('div', { class: 'actions' }, el('button', {
         type: 'button', class: 'primary',
         onclick: function () { clear(box); box.hidden = true; },
-      }, 'I have saved it')));
+      }, 'I have saved it'))]);
     box.hidden = false;
     box.scrollIntoView({ block: 'nearest' });
   }
@@ -1710,9 +1716,12 @@
     $('#u-form').addEventListener('submit', addUser);
     const roles = $('#u-roles');
     ROLES.forEach(function (r) {
-      roles.append(el('label', { class: 'check' },
+      roles.append(el('label', { class: 'check role' },
         el('input', { type: 'checkbox', value: r[0], checked: r[0] === 'FaaS-Developer' }),
-        ' ', el('strong', null, r[0]), el('span', { class: 'muted' }, ' — ' + r[1])));
+        el('span', null, el('strong', null, r[0]), el('span', { class: 'muted' }, ' — ' + r[1]))));
+    });
+    roles.addEventListener('change', function () {
+      roles.querySelectorAll('input').forEach(function (i) { i.removeAttribute('aria-invalid'); });
     });
     ['#s-key', '#s-value', '#w-domain', '#u-name'].forEach(function (s) { clearInvalidOnInput($(s)); });
   }
