@@ -17,10 +17,11 @@ from fnbus.lambda_cache import LambdaCache
 from fnbus.sandbox import DockerRuntime, SandboxLimits
 from fnbus.schemas import LambdaChange
 from fnbus.service import TaskGroup, create_service_app
-from fnbus.topics import Topics, ensure_topics
+from fnbus.topics import RETRY_DELAYS_S, Topics, ensure_topics
 from services.invoker.dispatch import Dispatcher
 from services.invoker.engine import Invoker
 from services.invoker.manager import ContainerPool, PoolConfig
+from services.invoker.retries import PolicyCache, Retries, RetryRelay
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,18 @@ def create_app(settings: Settings) -> FastAPI:
             invoker = Invoker(
                 pool=pool, producer=producer, cache=cache, registry=registry, topics=topics,
                 instance=instance, default_timeout_ms=settings.lambda_timeout_ms,
-                runtime_images=images, max_per_account=settings.max_concurrent_per_account)
+                runtime_images=images, max_per_account=settings.max_concurrent_per_account,
+                retries=Retries(producer, topics, PolicyCache(registry)))
             app.state.invoker = invoker
+            # Due retries go back to the invocations topic; a waiting partition is paused.
+            relay = RetryRelay(
+                settings.kafka_bootstrap, [topics.retry(d) for d in RETRY_DELAYS_S],
+                group_id="fnbus-invoker-retries", producer=producer,
+                invocations_topic=topics.invocations, client_id=f"{instance}-retries")
+            await relay.start()
+            stack.push_async_callback(relay.stop)
+            health.add("retry_relay", relay.ping)
+            tasks.spawn(relay.run(), "retry-relay")
 
             # Redeploys and undeploys retire the old versions' warm containers.
             changes: asyncio.Queue[LambdaChange] = asyncio.Queue()
@@ -102,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
             # Drain: stop fetching, let running invocations finish and commit.
             dispatcher.request_stop()
+            relay.request_stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(dispatch_task),
                                        timeout=settings.lambda_timeout_ms / 1000 + 10)

@@ -3,7 +3,17 @@
 For every request the invoker publishes, before its offset may be committed:
 1. the result to the caller's reply topic (synchronous callers only), first,
    because someone is waiting for it;
-2. the activation record and the log lines, for log-ingest.
+2. the activation record and the log lines, for log-ingest (one record per attempt);
+3. for a failed asynchronous request, what its source's retry policy says:
+   the next attempt to a delay topic, a dead letter, or a log line
+   (:mod:`services.invoker.retries`).
+
+An (activation id, attempt) that this invoker already ran or is running is
+skipped: a redelivered request (a rebalance, a relay that crashed after
+producing, a registry that crashed between producing and committing) does not
+run twice. The memory is an in-process LRU of :data:`RECENT_ACTIVATIONS`
+entries — enough for redeliveries, which come within seconds; it does not
+survive a restart of the invoker.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -39,6 +50,7 @@ from fnbus.topics import Topics
 from services.invoker.manager import Code, ContainerPool
 from services.invoker.pool import VersionKey
 from services.invoker.proxy import InitFailed, ProxyError
+from services.invoker.retries import EVENT_LAG, Retries
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +60,41 @@ DURATION = Histogram("fnbus_invocation_duration_seconds", "Time from pick-up to 
                                         30, 60))
 
 
+RECENT_ACTIVATIONS = 50_000
+DUPLICATES = Counter("fnbus_duplicate_requests_total", "Redelivered requests skipped", ["source"])
+
+
 class NotDeployed(Exception):
     pass
+
+
+class RecentActivations:
+    """Bounded memory of (activation id, attempt) pairs taken on, oldest forgotten first."""
+
+    def __init__(self, size: int = RECENT_ACTIVATIONS) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def take(self, activation_id: str, attempt: int) -> bool:
+        """True the first time a pair is seen; False for a duplicate."""
+        key = (activation_id, attempt)
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True
+
+    def forget(self, activation_id: str, attempt: int) -> None:
+        self._seen.pop((activation_id, attempt), None)
 
 
 class Invoker:
     def __init__(self, *, pool: ContainerPool, producer: Producer, cache: LambdaCache,
                  registry: httpx.AsyncClient, topics: Topics, instance: str,
                  default_timeout_ms: int, runtime_images: dict[str, str],
-                 max_per_account: int) -> None:
+                 max_per_account: int, retries: Retries | None = None) -> None:
         self.pool = pool
         self.producer = producer
         self.cache = cache
@@ -68,6 +106,8 @@ class Invoker:
         self.max_per_account = max_per_account
         self._accounts: dict[str, asyncio.Semaphore] = {}
         self._code: dict[tuple[str, int], Code] = {}
+        self.retries = retries
+        self.recent = RecentActivations()
 
     # -- entry point -----------------------------------------------------------------------
     async def handle_record(self, record: ConsumerRecord) -> None:
@@ -84,15 +124,38 @@ class Invoker:
         await self.handle(request)
 
     async def handle(self, request: InvocationRequest) -> None:
+        if not self.recent.take(request.activation_id, request.attempt):
+            DUPLICATES.labels(request.source.value).inc()
+            log.info("skipping a request this invoker already took", extra={
+                "activation_id": request.activation_id, "account_id": request.account_id,
+                "lambda_id": request.lambda_id, "attempt": request.attempt})
+            return
+        try:
+            await self._handle(request)
+        except BaseException:
+            # Not finished (cancelled on shutdown): a redelivery must run it.
+            self.recent.forget(request.activation_id, request.attempt)
+            raise
+
+    async def _handle(self, request: InvocationRequest) -> None:
+        if request.attempt == 1:
+            EVENT_LAG.labels(request.source.value).observe(
+                max(0, now_ms() - request.created_ms) / 1000)
         semaphore = self._accounts.setdefault(request.account_id,
                                               asyncio.Semaphore(self.max_per_account))
         async with semaphore:
             result, record, logs = await self.execute(request)
         # Run once, publish until the broker took it: a retry never runs the code twice.
         backoff_s = 0.2
+        published = False
         while True:
             try:
-                await self.publish(request, result, record, logs)
+                if not published:
+                    await self.publish(request, result, record, logs)
+                    published = True
+                if self.retries is not None:
+                    decision = await self.retries.decide(request, result)
+                    await self.retries.apply(request, result, decision)
                 return
             except Exception as exc:  # noqa: BLE001 - broker trouble; keep the result
                 log.warning("publishing the result failed; retrying",

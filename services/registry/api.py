@@ -34,7 +34,10 @@ from fnbus.api_models import (
     VersionOut,
 )
 from fnbus.errors import Forbidden, Unauthorized, Unprocessable
+from fnbus.retry import RetryPolicyUpdate
 from services.registry.accounts import Accounts
+from services.registry.dlq import DeadLetterOut, DeadLetters, ReplayOut, RetryPolicies, RetryPolicyOut
+from services.registry.events import EventInvoke, EventRouter
 from services.registry.lambdas import Lambdas
 
 
@@ -70,7 +73,22 @@ def _lambdas(request: Request) -> Lambdas:
     return request.app.state.lambdas
 
 
+def _events(request: Request) -> EventRouter:
+    return request.app.state.events
+
+
+def _dead_letters(request: Request) -> DeadLetters:
+    return request.app.state.dead_letters
+
+
+def _policies(request: Request) -> RetryPolicies:
+    return request.app.state.retry_policies
+
+
 AccountsDep = Annotated[Accounts, Depends(_accounts)]
+EventsDep = Annotated[EventRouter, Depends(_events)]
+DeadLettersDep = Annotated[DeadLetters, Depends(_dead_letters)]
+PoliciesDep = Annotated[RetryPolicies, Depends(_policies)]
 LambdasDep = Annotated[Lambdas, Depends(_lambdas)]
 
 router = APIRouter(prefix="/internal", dependencies=[Depends(require_service)])
@@ -297,3 +315,70 @@ async def list_events(who: Who, request: Request) -> list[EventOut]:
     used = {r["event_id"]: r["n"] for r in rows}
     return [EventOut(id=e.id, name=e.name, limit=e.limit, skill_filter=e.skill_filter,
                      used=used.get(e.id, 0)) for e in catalog.EVENTS.values()]
+
+
+# -- events, dead letters, retry policies ----------------------------------------------------
+@router.get(ACC + "/events/{event_id}/isImplemented")
+async def is_implemented(event_id: str, who: Who, events: EventsDep) -> dict[str, bool]:
+    return {"implemented": await events.is_implemented(who.account_id, event_id)}
+
+
+@router.post(ACC + "/events/{event_id}/invoke")
+async def invoke_event(event_id: str, body: EventInvoke, who: Who,
+                       events: EventsDep) -> dict[str, object]:
+    return await events.invoke(who.account_id, event_id, body)
+
+
+@router.get(ACC + "/dead-letters")
+async def list_dead_letters(who: Who, dlq: DeadLettersDep, lambda_id: str | None = None,
+                            limit: int = 100) -> list[DeadLetterOut]:
+    return await dlq.list_all(who.account_id, lambda_id, limit)
+
+
+@router.post(ACC + "/dead-letters/replay")
+async def replay_dead_letters(who: Who, dlq: DeadLettersDep,
+                              lambda_id: str | None = None) -> ReplayOut:
+    return await dlq.replay_all(who.account_id, lambda_id)
+
+
+@router.delete(ACC + "/dead-letters")
+async def purge_dead_letters(who: Who, dlq: DeadLettersDep,
+                             lambda_id: str | None = None) -> dict[str, int]:
+    return {"purged": await dlq.purge(who.account_id, lambda_id)}
+
+
+@router.get(ACC + "/dead-letters/{letter_id}")
+async def get_dead_letter(letter_id: str, who: Who, dlq: DeadLettersDep) -> DeadLetterOut:
+    return await dlq.get(who.account_id, letter_id)
+
+
+@router.post(ACC + "/dead-letters/{letter_id}/replay")
+async def replay_dead_letter(letter_id: str, who: Who, dlq: DeadLettersDep) -> ReplayOut:
+    return await dlq.replay(who.account_id, letter_id)
+
+
+@router.delete(ACC + "/dead-letters/{letter_id}", status_code=204)
+async def delete_dead_letter(letter_id: str, who: Who, dlq: DeadLettersDep) -> Response:
+    await dlq.delete(who.account_id, letter_id)
+    return Response(status_code=204)
+
+
+@router.get(ACC + "/retry-policies")
+async def list_retry_policies(who: Who, policies: PoliciesDep) -> list[RetryPolicyOut]:
+    return await policies.list_all(who.account_id)
+
+
+@router.get(ACC + "/retry-policies/{source}")
+async def get_retry_policy(source: str, who: Who, policies: PoliciesDep) -> RetryPolicyOut:
+    return await policies.get(who.account_id, source)
+
+
+@router.put(ACC + "/retry-policies/{source}")
+async def put_retry_policy(source: str, body: RetryPolicyUpdate, who: Who,
+                           policies: PoliciesDep) -> RetryPolicyOut:
+    return await policies.put(who.account_id, source, body.changes())
+
+
+@router.delete(ACC + "/retry-policies/{source}")
+async def reset_retry_policy(source: str, who: Who, policies: PoliciesDep) -> RetryPolicyOut:
+    return await policies.reset(who.account_id, source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,9 +19,26 @@ from fnbus.topics import Topics, ensure_topics
 from services.registry.accounts import Accounts, platform_domain
 from services.registry.api import router
 from services.registry.crypto import SecretBox
+from services.registry.dlq import DeadLetters, RetryPolicies
+from services.registry.events import EventRouter
 from services.registry.lambdas import Lambdas
 
 log = logging.getLogger(__name__)
+
+
+PRUNE_INTERVAL_S = 3600.0
+
+
+async def _prune_loop(events: EventRouter) -> None:
+    """Forget routed event ids after a week (far beyond any redelivery)."""
+    while True:
+        try:
+            pruned = await events.prune()
+            if pruned:
+                log.info("pruned processed events", extra={"count": pruned})
+        except Exception as exc:  # noqa: BLE001 - try again next round
+            log.warning("pruning processed events failed", extra={"error": str(exc)})
+        await asyncio.sleep(PRUNE_INTERVAL_S)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -53,9 +71,28 @@ def create_app(settings: Settings) -> FastAPI:
                 await lambdas.on_deployment_status(status)
 
             tasks.spawn(consumer.run(on_status), "deployments")
+
+            # Platform events → invocation requests; bad input goes to quarantine.
+            events = app.state.events = EventRouter(pool, producer, topics)
+            event_consumer = await stack.enter_async_context(resources.consumer(
+                settings, health, [topics.platform_events], group_id="fnbus-registry-events",
+                client_id="fnbus-registry-events", check_name="kafka_events_consumer"))
+            tasks.spawn(event_consumer.run(events.on_record), "platform-events")
+            # The dead-letter topic, mirrored for listing, replay and purge.
+            dead_letters = app.state.dead_letters = DeadLetters(pool, producer, topics)
+            app.state.retry_policies = RetryPolicies(pool)
+            dlq_consumer = await stack.enter_async_context(resources.consumer(
+                settings, health, [topics.dlq], group_id="fnbus-registry-dlq",
+                client_id="fnbus-registry-dlq", check_name="kafka_dlq_consumer"))
+            tasks.spawn(dlq_consumer.run(dead_letters.on_record), "dead-letters")
+            pruner = asyncio.create_task(_prune_loop(events), name="prune-processed-events")
             health.add("loops", tasks.check)
             yield
-            consumer.request_stop()
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+            for c in (consumer, event_consumer, dlq_consumer):
+                c.request_stop()
             await tasks.stop()
 
     app = create_service_app("registry", settings, lifespan)
