@@ -149,3 +149,12 @@ async def platform(settings: Settings, gateway_url: str, registry_url: str
     ):
         yield {"gateway": gateway_url, "registry": registry_url, "deployer": deployer,
                "invoker": invoker, "log_ingest": log_ingest}
+
+
+@pytest.fixture(scope="session")
+async def scheduler_url(settings: Settings) -> AsyncIterator[str]:
+    """The scheduler service (real-time clock), in this process, for the whole session."""
+    from services.scheduler.app import create_app
+
+    async with serve_in_loop(create_app(settings), settings.scheduler_port) as url:
+        yield url

@@ -1,0 +1,106 @@
+"""The scheduler's internal HTTP API, called by the gateway.
+
+Every call carries ``Authorization: Bearer <service token>`` and the caller's
+identity headers; the gateway has already checked the permission, this API
+checks that the identity belongs to the path's account.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel
+
+from fnbus import identity as ident
+from fnbus.errors import Forbidden, Unauthorized
+from services.scheduler import cron
+from services.scheduler.clock import Clock
+from services.scheduler.models import (
+    PreviewIn,
+    PreviewOut,
+    ScheduleCreate,
+    ScheduleOut,
+    ScheduleUpdate,
+)
+from services.scheduler.options import PREVIEW_DEFAULT, PREVIEW_MAX
+from services.scheduler.store import Schedules
+
+
+def require_service(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    expected = "Bearer " + request.app.state.settings.service_token
+    if authorization is None or not ident.constant_time_equal(authorization, expected):
+        raise Unauthorized("internal API: service token required", code="service_token_required")
+
+
+class Caller(BaseModel):
+    account_id: str
+    user_id: str | None
+
+
+def caller(
+    account_id: str,
+    x_fnbus_account: Annotated[str | None, Header()] = None,
+    x_fnbus_user: Annotated[str | None, Header()] = None,
+) -> Caller:
+    if x_fnbus_account is not None and x_fnbus_account != account_id:
+        raise Forbidden("this identity belongs to another account", code="wrong_account")
+    return Caller(account_id=account_id, user_id=x_fnbus_user)
+
+
+def _schedules(request: Request) -> Schedules:
+    return request.app.state.schedules
+
+
+Who = Annotated[Caller, Depends(caller)]
+SchedulesDep = Annotated[Schedules, Depends(_schedules)]
+
+router = APIRouter(prefix="/internal", dependencies=[Depends(require_service)])
+BASE = "/accounts/{account_id}/schedules"
+
+
+def _preview(clock: Clock, expr: str, count: int, after_ms: int | None) -> PreviewOut:
+    normalised = cron.validate(expr)
+    times = cron.preview(normalised, clock.now_ms() if after_ms is None else after_ms, count)
+    iso = [datetime.fromtimestamp(t / 1000, UTC).isoformat().replace("+00:00", "Z") for t in times]
+    return PreviewOut(cron=normalised, next_ms=times, next=iso)
+
+
+@router.post(BASE + "/preview", response_model=PreviewOut)
+async def preview_post(who: Who, body: PreviewIn, request: Request) -> PreviewOut:
+    return _preview(request.app.state.clock, body.cron, body.count, body.after_ms)
+
+
+@router.get(BASE + "/preview", response_model=PreviewOut)
+async def preview_get(who: Who, request: Request, cron_expr: Annotated[str, Query(alias="cron")],
+                      count: Annotated[int, Query(ge=1, le=PREVIEW_MAX)] = PREVIEW_DEFAULT,
+                      after_ms: int | None = None) -> PreviewOut:
+    return _preview(request.app.state.clock, cron_expr, count, after_ms)
+
+
+@router.get(BASE, response_model=list[ScheduleOut])
+async def list_schedules(who: Who, schedules: SchedulesDep) -> list[ScheduleOut]:
+    return await schedules.list_all(who.account_id)
+
+
+@router.post(BASE, response_model=ScheduleOut, status_code=201)
+async def create_schedule(who: Who, body: ScheduleCreate, schedules: SchedulesDep) -> ScheduleOut:
+    return await schedules.create(who.account_id, body)
+
+
+@router.get(BASE + "/{schedule_id}", response_model=ScheduleOut)
+async def get_schedule(who: Who, schedule_id: str, schedules: SchedulesDep) -> ScheduleOut:
+    return await schedules.get(who.account_id, schedule_id)
+
+
+@router.patch(BASE + "/{schedule_id}", response_model=ScheduleOut)
+async def update_schedule(who: Who, schedule_id: str, body: ScheduleUpdate,
+                          schedules: SchedulesDep) -> ScheduleOut:
+    return await schedules.update(who.account_id, schedule_id, body)
+
+
+@router.delete(BASE + "/{schedule_id}", status_code=204)
+async def delete_schedule(who: Who, schedule_id: str, schedules: SchedulesDep) -> Response:
+    await schedules.delete(who.account_id, schedule_id)
+    return Response(status_code=204)
