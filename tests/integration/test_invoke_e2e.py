@@ -282,3 +282,18 @@ async def test_invoke_bad_input(tenant: Account, hello: str) -> None:
                          content=b'{"payload": "' + b"x" * 1_100_000 + b'"}',
                          headers={"content-type": "application/json"})
         assert r.status_code == 413
+
+
+async def test_log_limit_marks_truncation(tenant: Account) -> None:
+    code = ("function lambda(input, callback) {\n"
+            "  for (let i = 0; i < 15; i++) console.info('line ' + i);\n"
+            "  callback(null, 'done');\n}\n")
+    lambda_id = await deploy(tenant, "chatty", code)
+    r = await invoke(tenant, lambda_id, {})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["result"] == "done" and body["logs_truncated"] is True
+    messages = [e["message"] for e in body["logs"]]
+    assert messages[:10] == [f"line {i}" for i in range(10)]
+    assert len(messages) == 11 and body["logs"][10]["level"] == "warn"
+    assert "limit" in messages[10].lower() and "5" in messages[10]

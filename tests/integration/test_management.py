@@ -452,3 +452,22 @@ async def test_concurrent_creates_respect_the_limit(acme: Account) -> None:
         results = await asyncio.gather(*[
             _create(c, f"ttr-{i}", event_id="controllerbot_messaging_ttr") for i in range(5)])
         assert sorted(r.status_code for r in results) == [201, 409, 409, 409, 409]
+
+
+async def test_operator_cli_creates_an_account(settings: Settings, gateway_url: str,
+                                               run_id: str) -> None:
+    import argparse
+
+    from fnbus import admin
+
+    args = argparse.Namespace(admin_command="create-account", account_id=f"cli{run_id}",
+                              name=None, admin_name="ops", roles="FaaS-Admin,FaaS-Developer",
+                              accept_terms=True)
+    created = await admin.run(args, settings)
+    assert created["api_key"].startswith("fnb_") and created["provisioned"] is True
+    assert created["roles"] == ["FaaS-Admin", "FaaS-Developer"]
+    account = Account(f"cli{run_id}", created["api_key"], created["user_id"], gateway_url)
+    async with account.client() as c:
+        assert (await c.get("/lambdas")).status_code == 200
+    with pytest.raises(SystemExit, match="account_exists"):
+        await admin.run(args, settings)
