@@ -6,7 +6,8 @@ Dead letters (contract):
    registry mirrors the topic into ``dead_letters`` (id = uuid5 of activation
    id and attempt, so a redelivered record is stored once).
 2. Listing and reading are per account. Replay re-produces the request as a
-   fresh invocation (new activation id, attempt 1, the event's age reset) and
+   fresh invocation (new activation id, attempt 1, the event's age reset, the
+   version deployed now) and
    removes the entry — if it fails again it comes back as a new entry.
    Purge deletes entries without running anything.
 
@@ -139,9 +140,10 @@ class DeadLetters:
         done = []
         for row in rows:
             old = InvocationRequest.model_validate(row["request"])
-            # A fresh invocation: its own activation id, attempts and event age start over.
+            # A fresh invocation: its own activation id, attempts and event age start over,
+            # and it runs the version deployed now (the fix, typically).
             request = old.model_copy(update={
-                "activation_id": new_id(), "attempt": 1, "not_before_ms": 0,
+                "activation_id": new_id(), "attempt": 1, "not_before_ms": 0, "version": None,
                 "created_ms": now_ms(), "reply_to": None})
             headers = {"fnbus-source": request.source.value, "fnbus-replay-of": str(row["id"])}
             if request.partition_key:
