@@ -7,6 +7,7 @@ holds the lease in PostgreSQL fires. See docs/scheduler.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -55,10 +56,12 @@ def create_app(settings: Settings, options: SchedulerOptions | None = None,
                 group_id=f"{settings.topic_prefix}-scheduler", client_id="fnbus-scheduler",
                 check_name="activations_consumer"))
             loops = TaskGroup()
+            stopping = asyncio.Event()
             stack.push_async_callback(loops.stop, 5.0)
+            stack.callback(stopping.set)
             stack.callback(results.request_stop)
             loops.spawn(results.run(ResultHandler(schedules)), "scheduler-results")
-            loops.spawn(watcher.run(), "scheduler-undeploy")
+            loops.spawn(watcher.run(stopping), "scheduler-undeploy")
             health.add("loops", loops.check)
             lease = Lease(pool, instance, lease_clock or SystemClock(),
                           ttl_ms=opts.lease_ttl_ms, renew_ms=opts.lease_renew_ms)

@@ -74,9 +74,13 @@ class UndeployWatcher:
                 deleted += await self.schedules.delete_for_lambda(lambda_id)
         return deleted
 
-    async def run(self) -> None:
-        while True:
-            change = await self.queue.get()
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply changes until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                change = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+            except TimeoutError:
+                continue
             if change.deleted or change.deployed_version is None:
                 if self._gone(change.lambda_id):
                     try:
