@@ -1,0 +1,164 @@
+"""Who used the CPU during a measurement: per service, Kafka, PostgreSQL, lambda containers, load generator.
+
+Reads ``/proc`` before and after a window (Linux only). A component is a root
+pid (from ``$FNBUS_HOME/run/<name>.pid``) with all its descendants; lambda
+containers are the ``node``/``python`` processes under a ``containerd-shim``;
+the load generator is every ``wrk`` process (counted first, so the harness's
+own entry, when given as a root, does not swallow it). Figures are percent of one core,
+so on 2 cores the total can reach 200 %.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    comm: str
+    ticks: int  # utime + stime
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    procs: dict[int, Proc]
+    busy_ticks: int  # whole machine, all cores
+    total_ticks: int
+    wall_s: float
+
+
+def parse_stat_line(line: str) -> Proc | None:
+    """One ``/proc/<pid>/stat`` line (the command may contain spaces and parentheses)."""
+    try:
+        left = line.index("(")
+        right = line.rindex(")")
+        pid = int(line[:left].strip())
+        comm = line[left + 1:right]
+        fields = line[right + 2:].split()
+        # fields[0] is state (field 3); ppid is field 4, utime 14, stime 15.
+        return Proc(pid=pid, ppid=int(fields[1]), comm=comm, ticks=int(fields[11]) + int(fields[12]))
+    except (ValueError, IndexError):
+        return None
+
+
+def parse_proc_stat(text: str) -> tuple[int, int]:
+    """(busy, total) ticks from the aggregate ``cpu`` line of ``/proc/stat``."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            total = sum(values[:8])  # guest time is already in user
+            return total - idle, total
+    raise ValueError("no aggregate cpu line in /proc/stat")
+
+
+def take(wall_s: float) -> CpuSnapshot:
+    procs: dict[int, Proc] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            proc = parse_stat_line((entry / "stat").read_text())
+        except OSError:
+            continue
+        if proc is not None:
+            procs[proc.pid] = proc
+    busy, total = parse_proc_stat(Path("/proc/stat").read_text())
+    return CpuSnapshot(procs, busy, total, wall_s)
+
+
+def read_roots(run_dir: Path, names: list[str]) -> dict[str, int]:
+    roots: dict[str, int] = {}
+    for name in names:
+        try:
+            roots[name] = int((run_dir / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return roots
+
+
+def _descendants(procs: Mapping[int, Proc], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for p in procs.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    out = {root}
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in out:
+                out.add(child)
+                stack.append(child)
+    return out
+
+
+def _under_shim(procs: Mapping[int, Proc], pid: int) -> bool:
+    seen = 0
+    while pid in procs and seen < 64:
+        if procs[pid].comm.startswith("containerd-shim"):
+            return True
+        pid = procs[pid].ppid
+        seen += 1
+    return False
+
+
+def usage(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
+          lambda_comms: tuple[str, ...] = ("node", "python", "python3")) -> dict[str, float]:
+    """Percent of one core per component over the window, plus ``other`` and ``idle``."""
+    return split(before, after, roots, lambda_comms)[0]
+
+
+def split(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
+          lambda_comms: tuple[str, ...] = ("node", "python", "python3"), top_other: int = 5
+          ) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """:func:`usage` and the busiest processes counted as ``other`` (by command name)."""
+    wall = after.wall_s - before.wall_s
+    if wall <= 0:
+        return {}, []
+
+    def delta(pids: set[int]) -> int:
+        return sum(after.procs[p].ticks - before.procs[p].ticks for p in pids
+                   if p in after.procs and p in before.procs and after.procs[p].ticks >= before.procs[p].ticks)
+
+    pct = 100.0 / (wall * CLK_TCK)
+    out: dict[str, float] = {}
+    loadgen = {p.pid for p in after.procs.values() if p.comm == "wrk"}
+    out["wrk"] = round(delta(loadgen) * pct, 1)
+    claimed: set[int] = set(loadgen)
+    for name, root in roots.items():
+        pids = _descendants(after.procs, root) - claimed
+        claimed |= pids
+        out[name] = round(delta(pids) * pct, 1)
+    containers = {p.pid for p in after.procs.values()
+                  if p.comm in lambda_comms and p.pid not in claimed and _under_shim(after.procs, p.pid)}
+    claimed |= containers
+    out["lambda containers"] = round(delta(containers) * pct, 1)
+    busy = (after.busy_ticks - before.busy_ticks) * pct
+    total = (after.total_ticks - before.total_ticks) * pct
+    known = sum(out.values())
+    out["other"] = round(max(0.0, busy - known), 1)
+    out["idle"] = round(max(0.0, total - busy), 1)
+    by_comm: dict[str, float] = {}
+    for pid in after.procs.keys() - claimed:
+        ticks = delta({pid})
+        if ticks:
+            comm = after.procs[pid].comm
+            by_comm[comm] = by_comm.get(comm, 0.0) + ticks * pct
+    others = sorted(((c, round(v, 1)) for c, v in by_comm.items()), key=lambda cv: -cv[1])[:top_other]
+    return out, others
+
+
+def describe(shares: Mapping[str, object], top: int = 6) -> str:
+    """``gateway 97%, invoker 41%, …, idle 3%`` (largest first, idle last; non-numbers ignored)."""
+    numbers = {k: float(v) for k, v in shares.items() if isinstance(v, int | float)}
+    items = sorted(((k, v) for k, v in numbers.items() if k != "idle" and v >= 1), key=lambda kv: -kv[1])[:top]
+    text = ", ".join(f"{k} {v:.0f}%" for k, v in items)
+    if "idle" in numbers:
+        text += f", idle {numbers['idle']:.0f}%"
+    return text

@@ -1,0 +1,734 @@
+"""fnbus benchmark harness: ``make bench`` (deploy/stack.sh bench) runs this after starting the stack.
+
+Measures, through the public API of a running stack (credentials from
+``$FNBUS_HOME/credentials.json``):
+
+- warm synchronous latency p50/p95/p99 at concurrency 1 and 16 (httpx, async);
+- throughput at saturation (wrk with a Lua script; httpx when wrk is unavailable);
+- cold start: the first invocation of a new version on a pre-warmed container,
+  and a burst that outruns the pre-warmed containers (its slowest call had none);
+- deploy time: the save (create or PATCH) → lambda Productive and Deployed;
+
+and in the same run the floors: a warm runner over its socket, a cold container
+started directly (DockerRuntime + RunnerConnection), one Kafka produce→consume
+hop with the project's producer, and ``docker run`` of the runtime image.
+
+Prints a table and writes JSON (default ``bench/results/latest.json``). Options:
+``--quick`` (fewer iterations, under two minutes), ``--json PATH``, ``--strict``
+(exit 1 when a target is missed). Extra arguments can also come from the
+``BENCH_ARGS`` environment variable (``make bench BENCH_ARGS=--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+from bench import cpu, floors, metrics, wrk  # noqa: E402
+from bench.gateway import (  # noqa: E402
+    BenchError,
+    DeployTiming,
+    Gateway,
+    Invocation,
+    closed_loop,
+    fnbus_home,
+    load_credentials,
+    node_code,
+    unique_name,
+)
+from bench.stats import (  # noqa: E402
+    Figure,
+    Summary,
+    at_least,
+    at_most,
+    build_report,
+    format_table,
+    median,
+    summarize,
+    summary_figures,
+    verdict,
+)
+from fnbus.config import SERVICE_NAMES, Settings  # noqa: E402
+
+# The issue's targets on the 2-core reference machine.
+TARGET_WARM_P50_MS = 10.0
+TARGET_WARM_P99_MS = 40.0
+TARGET_THROUGHPUT = 300.0
+TARGET_COLD_PREWARMED_MS = 100.0
+TARGET_DEPLOY_S = 5.0
+
+SETTLE_AFTER_DEPLOY_S = 0.5  # let the change feed reach the gateway and old containers retire
+PREWARM_WAIT_S = 15.0
+OTHER_CPU_WARN_PERCENT = 30.0  # CPU of processes outside the stack during a wrk run, % of one core
+
+S_WARM = "warm sync latency (gateway)"
+S_THROUGHPUT = "throughput at saturation (gateway)"
+S_COLD = "cold start (first invocation of a new version)"
+S_DEPLOY = "deploy (save → Productive)"
+S_FLOORS = "floors"
+
+
+@dataclass(frozen=True)
+class Plan:
+    c1_calls: int
+    c16_calls: int
+    warmup_calls: int
+    wrk_connections: tuple[int, ...]
+    wrk_duration_s: int
+    wrk_c1_check_s: int
+    httpx_duration_s: float
+    cold_prewarmed_reps: int
+    cold_burst_reps: int
+    runner_runs: int
+    runner_cold: int
+    kafka_round_trips: int
+    docker_runs: int
+    front_calls: int
+
+    @staticmethod
+    def full() -> Plan:
+        return Plan(c1_calls=1000, c16_calls=3000, warmup_calls=200, wrk_connections=(16, 32, 64),
+                    wrk_duration_s=10, wrk_c1_check_s=10, httpx_duration_s=10.0, cold_prewarmed_reps=5,
+                    cold_burst_reps=2, runner_runs=500, runner_cold=5, kafka_round_trips=500, docker_runs=5,
+                    front_calls=500)
+
+    @staticmethod
+    def quick() -> Plan:
+        return Plan(c1_calls=200, c16_calls=480, warmup_calls=50, wrk_connections=(32,),
+                    wrk_duration_s=5, wrk_c1_check_s=3, httpx_duration_s=5.0, cold_prewarmed_reps=2,
+                    cold_burst_reps=1, runner_runs=200, runner_cold=2, kafka_round_trips=200, docker_runs=3,
+                    front_calls=200)
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def note_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:400]
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _first_line(path: str, prefix: str, sep: str = ":") -> str | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(prefix) and sep in line:
+                    return line.split(sep, 1)[1].strip().strip('"')
+    except OSError:
+        return None
+    return None
+
+
+def machine_info(settings: Settings) -> dict[str, Any]:
+    mem_kb = _first_line("/proc/meminfo", "MemTotal")
+    try:
+        docker_version = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                                        capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        docker_version = ""
+    return {
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": _first_line("/proc/cpuinfo", "model name"),
+        "memory_gib": round(int(mem_kb.split()[0]) / 1024 / 1024, 1) if mem_kb else None,
+        "kernel": platform.release(),
+        "os": _first_line("/etc/os-release", "PRETTY_NAME=", "=") or platform.platform(),
+        "python": platform.python_version(),
+        "docker_server": docker_version or None,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "loadavg_at_start": list(os.getloadavg()),
+        "settings": {"prewarm_per_runtime": settings.prewarm_per_runtime,
+                     "max_containers": settings.max_containers,
+                     "max_concurrent_per_account": settings.max_concurrent_per_account,
+                     "lambda_cpus": settings.lambda_cpus, "lambda_memory_mb": settings.lambda_memory_mb,
+                     "runtime_image_node": settings.runtime_image_node},
+    }
+
+
+# --------------------------------------------------------------------------- the gateway part
+
+
+@dataclass
+class BenchLambda:
+    id: str = ""
+    version: int = 0
+
+
+class GatewayBench:
+    def __init__(self, gw: Gateway, settings: Settings, plan: Plan, figures: list[Figure],
+                 allow_install: bool) -> None:
+        self.gw = gw
+        self.settings = settings
+        self.plan = plan
+        self.figures = figures
+        self.allow_install = allow_install
+        self.main = BenchLambda()
+        self.deploys: list[tuple[str, DeployTiming]] = []
+        self.cold_samples: list[dict[str, Any]] = []
+        self.bursts: list[dict[str, Any]] = []
+        self.invoker_url = settings.url_of("invoker")
+        self.home = fnbus_home(REPO)
+        self.wrk_path: str | None = None
+        self.wrk_log: list[str] = []
+
+    # -- helpers -------------------------------------------------------------------------
+    async def pool_stats(self) -> dict[str, int] | None:
+        try:
+            r = await self.gw.client.get(f"{self.invoker_url}/internal/pool", timeout=2)
+            return r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    async def wait_prewarmed(self) -> dict[str, int] | None:
+        """Until the invoker shows its pre-warmed runners (both runtimes) again, at most PREWARM_WAIT_S."""
+        want = self.settings.prewarm_per_runtime * 2
+        deadline = time.monotonic() + PREWARM_WAIT_S
+        stats = await self.pool_stats()
+        while stats is not None and stats.get("prewarmed", 0) < want and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            stats = await self.pool_stats()
+        return stats
+
+    async def metrics(self) -> metrics.Snapshot:
+        return await metrics.snapshot(self.gw.client, self.gw.creds.gateway_url, self.invoker_url)
+
+    async def new_version(self, lam: BenchLambda, kind: str | None) -> DeployTiming:
+        """Save code (create the lambda the first time, PATCH afterwards), deploy, wait for Productive."""
+        marker = f"v{lam.version + 1} {time.time_ns()}"
+        t0 = time.perf_counter()
+        if not lam.id:
+            body, save_s = await self.gw.create_lambda(unique_name(), node_code(marker))
+            lam.id = body["id"]
+        else:
+            body, save_s = await self.gw.patch_code(lam.id, node_code(marker))
+        lam.version = int(body["version"])
+        timing = await self.gw.deploy_and_wait(lam.id, lam.version, t0, save_s)
+        if kind is not None:
+            self.deploys.append((kind, timing))
+        return timing
+
+    @staticmethod
+    def _cold_sample(kind: str, lam: BenchLambda, inv: Invocation, pool_before: dict[str, int] | None
+                     ) -> dict[str, Any]:
+        return {"kind": kind, "lambda_id": lam.id, "version": lam.version, "latency_ms": round(inv.latency_ms, 2),
+                "status": inv.status, "cold_start": inv.cold_start, "duration_ms": inv.duration_ms,
+                "activation_id": inv.activation_id, "pool_before": pool_before}
+
+    def _wrk(self) -> str | None:
+        if self.wrk_path is None and not self.wrk_log:
+            self.wrk_path = wrk.find_or_install(self.allow_install, self.wrk_log)
+            if self.wrk_path is None and not self.wrk_log:
+                self.wrk_log.append("wrk not found (--no-install)")
+        return self.wrk_path
+
+    async def cpu_snapshot(self) -> cpu.CpuSnapshot | None:
+        try:
+            return await asyncio.to_thread(cpu.take, time.monotonic())
+        except (OSError, ValueError):
+            return None  # not Linux, or /proc unreadable: the CPU split is optional
+
+    def cpu_usage(self, before: cpu.CpuSnapshot | None, after: cpu.CpuSnapshot | None) -> dict[str, Any]:
+        """Percent of one core per component; ``other_processes`` names the busiest of ``other``."""
+        if before is None or after is None:
+            return {}
+        roots = cpu.read_roots(self.home / "run", [*SERVICE_NAMES, "kafka", "postgres"])
+        roots["bench harness"] = os.getpid()
+        shares, others = cpu.split(before, after, roots)
+        return {**shares, "other_processes": [f"{comm} {share:.0f}%" for comm, share in others]}
+
+    async def run_wrk(self, connections: int, duration_s: int) -> tuple[wrk.WrkResult, dict[str, Any]]:
+        """One wrk run and the CPU split (percent of one core per component) during it."""
+        path = await asyncio.to_thread(self._wrk)
+        assert path is not None
+        url = f"{self.gw.creds.gateway_url}{self.gw.base}/lambdas/{self.main.id}/invoke"
+        body = json.dumps({"headers": [], "payload": {"bench": "wrk", "connections": connections}})
+        before = await self.cpu_snapshot()
+        result = await asyncio.to_thread(wrk.run, path, url, self.gw.creds.authorization, body,
+                                         connections=connections, duration_s=duration_s,
+                                         threads=1 if connections == 1 else 2)
+        return result, self.cpu_usage(before, await self.cpu_snapshot())
+
+    # -- steps ---------------------------------------------------------------------------
+    async def setup(self) -> None:
+        say("deploy: creating and deploying a new lambda")
+        pool = await self.wait_prewarmed()
+        timing = await self.new_version(self.main, "create")
+        say(f"    create → Productive in {timing.total_s:.2f} s (v{timing.version})")
+        await asyncio.sleep(SETTLE_AFTER_DEPLOY_S)
+        first = await self.gw.invoke(self.main.id, {"first": True})
+        if not first.ok:
+            raise BenchError(f"first invocation answered {first.status}: {first.body}")
+        self.cold_samples.append(self._cold_sample("new lambda", self.main, first, pool))
+
+    async def warm_c1(self) -> None:
+        plan = self.plan
+        say(f"warm latency at concurrency 1: {plan.warmup_calls} warm-up calls, then {plan.c1_calls} calls (httpx)")
+        warm = await closed_loop(self.gw, self.main.id, concurrency=1, total=plan.warmup_calls)
+        if warm.ok == 0:
+            raise BenchError(f"warm-up failed: {warm.statuses} {warm.errors}")
+        before = await self.metrics()
+        result = await closed_loop(self.gw, self.main.id, concurrency=1, total=plan.c1_calls)
+        server = metrics.window(before, await self.metrics())
+        summary = summarize(result.latencies_ms) if result.latencies_ms else None
+        failed = sum(n for s, n in result.statuses.items() if s != 200)
+        details: dict[str, Any] = {
+            "calls": plan.c1_calls, "ok": result.ok, "failed": failed,
+            "statuses": {str(k): v for k, v in result.statuses.items()},
+            "cold_starts_during_measurement": result.cold_starts,
+            "achieved_per_s": round(result.ok / result.elapsed_s, 1) if result.elapsed_s else None,
+            "runner_duration_ms_mean": round(statistics.fmean(result.durations_ms), 3)
+            if result.durations_ms else None,
+            "server_side": server, "errors": result.errors}
+        note = f"{plan.c1_calls} sequential calls"
+        if server.get("gateway_mean_ms") is not None:
+            note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, of which invoker "
+                     f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms (pick-up → result)")
+        if self._wrk():
+            say(f"    cross-check: wrk, 1 connection, {plan.wrk_c1_check_s} s")
+            check, shares = await self.run_wrk(1, plan.wrk_c1_check_s)
+            details["wrk_cross_check"] = {**check.to_dict(), "cpu_percent_of_one_core": shares}
+            note += f"; wrk cross-check p50 {check.lat_p50_ms:.1f} ms, p99 {check.lat_p99_ms:.1f} ms"
+        if failed:
+            note += f"; {failed} failed ({result.errors[:1]})"
+        if result.cold_starts:
+            note += f"; {result.cold_starts} cold starts during measurement"
+        self.figures += summary_figures(
+            "warm_c1", S_WARM, "concurrency 1,", summary, "ms", "httpx (async, keep-alive)",
+            targets={"p50": at_most(TARGET_WARM_P50_MS), "p99": at_most(TARGET_WARM_P99_MS)}, note=note,
+            details=details)
+
+    async def warm_c16(self) -> None:
+        plan = self.plan
+        say("warm latency at concurrency 16: warm-up (16 warm containers)")
+        warm = await closed_loop(self.gw, self.main.id, concurrency=16, total=max(plan.warmup_calls, 160))
+        if warm.ok == 0:
+            raise BenchError(f"warm-up failed: {warm.statuses} {warm.errors}")
+        before = await self.metrics()
+        if self._wrk():
+            say(f"    wrk, 16 connections, {plan.wrk_duration_s} s")
+            res, shares = await self.run_wrk(16, plan.wrk_duration_s)
+            server = metrics.window(before, await self.metrics())
+            summary: Summary | None = Summary(n=res.ok_requests, min=None, mean=res.lat_mean_ms, p50=res.lat_p50_ms,
+                              p95=res.lat_p95_ms, p99=res.lat_p99_ms, max=res.lat_max_ms)
+            tool = "wrk (16 connections, 2 threads)"
+            details: dict[str, Any] = {"wrk": res.to_dict(), "server_side": server,
+                                       "cpu_percent_of_one_core": shares}
+            note = f"{res.ok_requests} calls in {res.duration_s:.0f} s ({res.ok_per_s:.0f}/s), {res.errors} errors"
+            if shares:
+                note += f"; CPU (% of one core): {cpu.describe(shares)}"
+        else:
+            say(f"    httpx, 16 concurrent workers, {plan.c16_calls} calls")
+            result = await closed_loop(self.gw, self.main.id, concurrency=16, total=plan.c16_calls)
+            server = metrics.window(before, await self.metrics())
+            summary = summarize(result.latencies_ms) if result.latencies_ms else None
+            tool = "httpx (async, 16 workers)"
+            details = {"calls": plan.c16_calls, "ok": result.ok,
+                       "statuses": {str(k): v for k, v in result.statuses.items()},
+                       "server_side": server, "errors": result.errors}
+            note = f"{plan.c16_calls} calls, {result.ok / result.elapsed_s:.0f}/s"
+        if server.get("gateway_mean_ms") is not None:
+            note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, invoker "
+                     f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms")
+        if server.get("invoker_cold_invocations"):
+            note += f"; {server['invoker_cold_invocations']:.0f} cold starts during measurement"
+        self.figures += summary_figures("warm_c16", S_WARM, "concurrency 16,", summary, "ms", tool, note=note,
+                                        details=details)
+
+    async def throughput(self) -> None:
+        plan = self.plan
+        runs: list[dict[str, Any]] = []
+        best: tuple[float, dict[str, Any]] | None = None
+        if self._wrk():
+            tool = "wrk (2 threads, Lua POST script)"
+            for conns in plan.wrk_connections:
+                say(f"throughput: wrk {plan.wrk_duration_s} s at {conns} connections")
+                res, shares = await self.run_wrk(conns, plan.wrk_duration_s)
+                entry: dict[str, Any] = {**res.to_dict(), "cpu_percent_of_one_core": shares}
+                runs.append(entry)
+                say(f"    {res.ok_per_s:.0f} ok/s, p50 {res.lat_p50_ms:.1f} ms, p99 {res.lat_p99_ms:.1f} ms, "
+                    f"{res.errors} errors")
+                if best is None or res.ok_per_s > best[0]:
+                    best = (res.ok_per_s, entry)
+        else:
+            tool = "httpx (async closed loop; wrk unavailable)"
+            for conns in plan.wrk_connections:
+                say(f"throughput: httpx {plan.httpx_duration_s:.0f} s at {conns} concurrent calls")
+                await closed_loop(self.gw, self.main.id, concurrency=conns, duration_s=2.0)
+                res2 = await closed_loop(self.gw, self.main.id, concurrency=conns, duration_s=plan.httpx_duration_s)
+                rate = res2.ok / res2.elapsed_s
+                entry = {"connections": conns, "ok_requests": res2.ok, "duration_s": round(res2.elapsed_s, 3),
+                         "ok_per_s": round(rate, 1), "statuses": {str(k): v for k, v in res2.statuses.items()},
+                         "latency_ms": summarize(res2.latencies_ms).to_dict(2) if res2.latencies_ms else None}
+                runs.append(entry)
+                if best is None or rate > best[0]:
+                    best = (rate, entry)
+        if best is None:
+            raise BenchError("no throughput run completed")
+        lat = best[1].get("latency_ms") or {}
+        note = ("ok/s by connections: " + ", ".join(f"{r['connections']} → {r['ok_per_s']:.0f}" for r in runs)
+                + f"; best at {best[1]['connections']} connections"
+                + (f", p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms" if lat else "")
+                + f"; the load generator shares the {os.cpu_count()} cores with the stack")
+        if best[1].get("cpu_percent_of_one_core"):
+            note += f"; CPU in that run (% of one core): {cpu.describe(best[1]['cpu_percent_of_one_core'])}"
+        if self.wrk_log:
+            note += "; " + "; ".join(self.wrk_log)
+        self.figures.append(Figure("throughput", S_THROUGHPUT, "successful invocations per second", best[0],
+                                   "req/s", tool, at_least(TARGET_THROUGHPUT), note,
+                                   {"runs": runs, "pool_after": await self.pool_stats()}))
+
+    async def cold_prewarmed(self) -> None:
+        for i in range(self.plan.cold_prewarmed_reps):
+            pool = await self.wait_prewarmed()
+            timing = await self.new_version(self.main, "redeploy")
+            await asyncio.sleep(SETTLE_AFTER_DEPLOY_S)
+            inv = await self.gw.invoke(self.main.id, {"cold": i})
+            self.cold_samples.append(self._cold_sample("redeploy", self.main, inv, pool))
+            say(f"cold start (pre-warmed) {i + 1}/{self.plan.cold_prewarmed_reps}: {inv.latency_ms:.1f} ms "
+                f"cold_start={inv.cold_start}; PATCH → Productive {timing.total_s:.2f} s")
+
+    async def cold_burst(self) -> None:
+        """First calls of new versions of more lambdas, in parallel, than there are pre-warmed runners.
+
+        Different lambdas, so no call can reuse another's container: the first
+        ``prewarm_per_runtime`` take the pre-warmed runners, the others must
+        start a container (the refill takes longer than the burst).
+        """
+        width = self.settings.prewarm_per_runtime + 2
+        lambdas = [BenchLambda() for _ in range(width)]
+        for i in range(self.plan.cold_burst_reps):
+            say(f"cold burst {i + 1}/{self.plan.cold_burst_reps}: deploying new versions of {width} lambdas")
+            await asyncio.gather(*(self.new_version(lam, None) for lam in lambdas))
+            await asyncio.sleep(SETTLE_AFTER_DEPLOY_S)
+            pool = await self.wait_prewarmed()
+            invs = await asyncio.gather(*(self.gw.invoke(lam.id, {"burst": i}) for lam in lambdas))
+            calls = sorted((self._cold_sample("burst", lam, inv, pool) for lam, inv in zip(lambdas, invs, strict=True)),
+                           key=lambda s: s["latency_ms"])
+            self.bursts.append({"width": width, "pool_before": pool, "calls": calls})
+            say("    " + ", ".join(f"{c['latency_ms']:.0f} ms{'' if c['cold_start'] else ' (not cold!)'}"
+                                   for c in calls))
+
+    async def gateway_front(self) -> None:
+        """Gateway HTTP + auth + lambda cache without Kafka: invoking a lambda that is not deployed (409)."""
+        lam = BenchLambda()
+        body, _ = await self.gw.create_lambda(unique_name("bench-draft"), node_code("draft"))
+        lam.id = body["id"]
+        for _ in range(20):
+            await self.gw.invoke(lam.id, {})
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        for i in range(self.plan.front_calls):
+            inv = await self.gw.invoke(lam.id, {"i": i})
+            statuses[inv.status] = statuses.get(inv.status, 0) + 1
+            if inv.status in (404, 409):
+                latencies.append(inv.latency_ms)
+        summary = summarize(latencies) if latencies else None
+        self.figures += summary_figures(
+            "floor_gateway_front", S_FLOORS, "gateway HTTP+auth, no Kafka (invoke → 409)", summary, "ms",
+            "httpx (async, keep-alive)", which=("p50", "p99"),
+            note=f"{self.plan.front_calls} invocations of a never-deployed lambda: request parsing, API key, "
+                 "lambda cache and the error answer, nothing queued",
+            details={"statuses": {str(k): v for k, v in statuses.items()}})
+
+    async def verify_versions(self) -> None:
+        """Check from the activation records that each first call ran the new version."""
+        for sample in self.cold_samples:
+            if sample.get("activation_id"):
+                sample["ran_version"] = await self.gw.activation_version(sample["activation_id"])
+
+    def cold_figures(self, error: str | None) -> None:
+        firsts = [s for s in self.cold_samples if s["status"] == 200]
+        latencies = [s["latency_ms"] for s in firsts]
+        flags = sum(1 for s in firsts if s["cold_start"])
+        mismatched = [s for s in firsts if s.get("ran_version") not in (None, s["version"])]
+        note = (f"median of {len(latencies)} first calls 0.5 s after Productive (new lambda, then PATCH + "
+                f"redeploy), cold_start=true in {flags}/{len(firsts)}, max {max(latencies):.1f} ms"
+                if latencies else "")
+        if mismatched:
+            note += f"; {len(mismatched)} ran an older version (gateway cache lag)"
+        if error:
+            note = (note + "; " if note else "") + error
+        self.figures.append(Figure(
+            "cold_prewarmed", S_COLD, "with a pre-warmed container (gateway)",
+            median(latencies) if latencies else None, "ms", "httpx (one call per new version)",
+            at_most(TARGET_COLD_PREWARMED_MS), note, {"samples": self.cold_samples}))
+        slowest = [b["calls"][-1]["latency_ms"] for b in self.bursts if b["calls"]]
+        bnote = ""
+        if self.bursts:
+            width = self.bursts[0]["width"]
+            pre = self.settings.prewarm_per_runtime
+            beyond = [c["latency_ms"] for b in self.bursts for c in b["calls"][pre:]]
+            bnote = (f"slowest of {width} parallel first calls of {width} different lambdas with {pre} pre-warmed "
+                     f"runners, median over {len(self.bursts)} burst(s); calls beyond the pre-warmed ones: "
+                     + ", ".join(f"{x:.0f}" for x in beyond) + " ms")
+        self.figures.append(Figure(
+            "cold_no_prewarm", S_COLD, "without a pre-warmed container (gateway, burst)",
+            median(slowest) if slowest else None, "ms", "httpx (parallel burst)", None, bnote or (error or ""),
+            {"bursts": self.bursts}))
+
+    def deploy_figures(self) -> None:
+        creates = [t.total_s for k, t in self.deploys if k == "create"]
+        redeploys = [t.total_s for k, t in self.deploys if k == "redeploy"]
+        all_ = [{"kind": k, **asdict(t)} for k, t in self.deploys]
+        self.figures.append(Figure(
+            "deploy_create", S_DEPLOY, "new lambda: POST …/lambdas → Productive",
+            median(creates) if creates else None, "s", "httpx (poll GET every 20 ms)", at_most(TARGET_DEPLOY_S),
+            f"{len(creates)} sample(s)", {"samples": [d for d in all_ if d["kind"] == "create"]}))
+        self.figures.append(Figure(
+            "deploy_redeploy", S_DEPLOY, "new version: PATCH code → Productive",
+            median(redeploys) if redeploys else None, "s", "httpx (poll GET every 20 ms)",
+            at_most(TARGET_DEPLOY_S),
+            f"median of {len(redeploys)}, max {max(redeploys):.2f} s" if redeploys else "",
+            {"samples": [d for d in all_ if d["kind"] == "redeploy"]}))
+
+
+async def gateway_part(gw: Gateway, settings: Settings, plan: Plan, figures: list[Figure],
+                       allow_install: bool) -> None:
+    bench = GatewayBench(gw, settings, plan, figures, allow_install)
+    c1_targets = {"p50": at_most(TARGET_WARM_P50_MS), "p99": at_most(TARGET_WARM_P99_MS)}
+    try:
+        await bench.setup()
+    except Exception as exc:  # noqa: BLE001 - nothing else can be measured through the gateway
+        traceback.print_exc(file=sys.stderr)
+        figures += summary_figures("warm_c1", S_WARM, "concurrency 1,", None, "ms", "httpx", targets=c1_targets,
+                                   note=f"setup failed: {note_error(exc)}")
+        bench.deploy_figures()
+        return
+
+    async def step(name: str, fn: Callable[[], Awaitable[None]], on_error: Callable[[str], None]) -> None:
+        try:
+            await fn()
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next measurement
+            traceback.print_exc(file=sys.stderr)
+            on_error(f"{name} failed: {note_error(exc)}")
+
+    await step("warm c1", bench.warm_c1, lambda msg: figures.extend(summary_figures(
+        "warm_c1", S_WARM, "concurrency 1,", None, "ms", "httpx", targets=c1_targets, note=msg)))
+    # Cold starts before the concurrency-16 runs: otherwise each redeploy would also be
+    # retiring 16 warm containers of the previous version while we measure.
+    cold_error: list[str] = []
+    await step("cold start (pre-warmed)", bench.cold_prewarmed, cold_error.append)
+    await step("cold start (burst)", bench.cold_burst, cold_error.append)
+    await step("warm c16", bench.warm_c16, lambda msg: figures.extend(summary_figures(
+        "warm_c16", S_WARM, "concurrency 16,", None, "ms", "wrk/httpx", note=msg)))
+    await step("throughput", bench.throughput, lambda msg: figures.append(Figure(
+        "throughput", S_THROUGHPUT, "successful invocations per second", None, "req/s", "wrk/httpx",
+        at_least(TARGET_THROUGHPUT), msg)))
+    await step("gateway front", bench.gateway_front, lambda msg: figures.extend(summary_figures(
+        "floor_gateway_front", S_FLOORS, "gateway HTTP+auth, no Kafka (invoke → 409)", None, "ms", "httpx",
+        which=("p50", "p99"), note=msg)))
+    await bench.verify_versions()
+    bench.cold_figures(cold_error[0] if cold_error else None)
+    bench.deploy_figures()
+
+
+# --------------------------------------------------------------------------- floors
+
+
+async def floors_part(settings: Settings, home: Path, plan: Plan, figures: list[Figure]) -> dict[str, float]:
+    medians: dict[str, float] = {}
+    say(f"floor: runner over its socket ({plan.runner_cold} direct cold starts, {plan.runner_runs} run() calls)")
+    try:
+        rf = await floors.runner_floor(settings, home, runs=plan.runner_runs, cold_samples=plan.runner_cold)
+        run_summary = summarize(rf.run_ms)
+        medians["runner"] = run_summary.p50
+        figures += summary_figures(
+            "floor_runner_run", S_FLOORS, "warm runner run() over its socket", run_summary, "ms",
+            "RunnerConnection (fnbus.runner_protocol)", which=("p50", "p99"),
+            note=f"{len(rf.run_ms)} sequential run() calls on one {settings.runtime_image_node} container",
+            details={"runner_reported_duration_ms": summarize(rf.runner_reported_ms).to_dict()
+                     if rf.runner_reported_ms else None, "errors": rf.errors})
+        totals = [c["total_ms"] for c in rf.cold]
+        figures.append(Figure(
+            "floor_cold_direct", S_COLD, "floor: start container + connect + init, directly",
+            median(totals) if totals else None, "ms", "DockerRuntime + RunnerConnection",
+            None, f"median of {len(totals)}; phases (median): {floors.cold_breakdown(rf.cold)}",
+            {"samples": rf.cold}))
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        figures += summary_figures("floor_runner_run", S_FLOORS, "warm runner run() over its socket", None, "ms",
+                                   "RunnerConnection", which=("p50", "p99"), note=note_error(exc))
+        figures.append(Figure("floor_cold_direct", S_COLD, "floor: start container + connect + init, directly",
+                              None, "ms", "DockerRuntime + RunnerConnection", None, note_error(exc)))
+
+    say(f"floor: Kafka produce→consume ({plan.kafka_round_trips} sequential round trips)")
+    try:
+        kf = await floors.kafka_floor(settings.kafka_bootstrap, round_trips=plan.kafka_round_trips)
+        ks = summarize(kf.round_trip_ms)
+        medians["kafka"] = ks.p50
+        figures += summary_figures(
+            "floor_kafka_rt", S_FLOORS, "Kafka produce→consume (one hop)", ks, "ms",
+            "fnbus.kafka.Producer + AIOKafkaConsumer", which=("p50", "p99"),
+            note=f"topic {kf.topic}; producer acks=all, idempotent, linger 0; consumer as the gateway's reply "
+                 "reader (assigned partition, fetch_max_wait 5 ms)",
+            details={"produce_ack_ms": summarize(kf.produce_ack_ms).to_dict()})
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        figures += summary_figures("floor_kafka_rt", S_FLOORS, "Kafka produce→consume (one hop)", None, "ms",
+                                   "fnbus.kafka.Producer + AIOKafkaConsumer", which=("p50", "p99"),
+                                   note=note_error(exc))
+
+    say(f"floor: docker run of the runtime image ({plan.docker_runs}×)")
+    image = settings.runtime_image_node
+    try:
+        times, errors = await asyncio.to_thread(floors.docker_run_floor, image, plan.docker_runs)
+        figures.append(Figure(
+            "floor_docker_run", S_FLOORS, "docker run --rm --network none … node -e 0",
+            median(times) if times else None, "ms", "docker CLI (subprocess)", None,
+            f"median of {len(times)} ({image})" + (f"; errors: {errors[:2]}" if errors else ""),
+            {"samples_ms": [round(t, 1) for t in times]}))
+    except Exception as exc:  # noqa: BLE001
+        figures.append(Figure("floor_docker_run", S_FLOORS, "docker run --rm --network none … node -e 0", None,
+                              "ms", "docker CLI (subprocess)", None, note_error(exc)))
+    return medians
+
+
+def path_floor_figure(figures: list[Figure], medians: dict[str, float]) -> None:
+    """2 Kafka hops (request, reply) + one runner call: what the warm path costs before any Python."""
+    if "kafka" not in medians or "runner" not in medians:
+        return
+    total = 2 * medians["kafka"] + medians["runner"]
+    warm = next((f for f in figures if f.key == "warm_c1_p50"), None)
+    note = "2 × Kafka p50 + runner p50"
+    if warm is not None and warm.value is not None:
+        note += f"; the gateway's warm p50 is {warm.value - total:.1f} ms above it (HTTP, auth, invoker, pool)"
+    figures.append(Figure("floor_path_sum", S_FLOORS, "sum of floors on the warm path", total, "ms", "computed",
+                          None, note))
+
+
+def noise_warnings(figures: list[Figure], machine: dict[str, Any]) -> list[str]:
+    """Say so when something outside the stack competed for the CPU while we measured."""
+    out: list[str] = []
+    cores = machine.get("cores") or 1
+    load = machine.get("loadavg_at_start") or [0.0]
+    if load[0] > cores:
+        out.append(f"the 1-minute load average was {load[0]:.1f} on {cores} cores when the run started")
+    for fig in figures:
+        runs = fig.details.get("runs") or ([fig.details["wrk"] | {"cpu_percent_of_one_core":
+                                                                  fig.details.get("cpu_percent_of_one_core")}]
+                                           if "wrk" in fig.details else [])
+        for run in runs:
+            other = (run.get("cpu_percent_of_one_core") or {}).get("other", 0.0)
+            if other > OTHER_CPU_WARN_PERCENT:
+                names = ", ".join((run.get("cpu_percent_of_one_core") or {}).get("other_processes") or [])
+                out.append(f"{fig.label}: {other:.0f}% of a core went to other processes (not the services, "
+                           f"Kafka, PostgreSQL, lambda containers or wrk) during the {run['connections']}-connection "
+                           f"run, busiest: {names or '?'}; its figures are pessimistic")
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (under two minutes in total)")
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json",
+                        help="where to write the JSON report (default: bench/results/latest.json)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a figure misses its target")
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk (use httpx)")
+    parser.add_argument("--skip-floors", action="store_true", help="only the gateway figures")
+    extra = shlex.split(os.environ.get("BENCH_ARGS", ""))
+    return parser.parse_args(extra + argv)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    plan = Plan.quick() if args.quick else Plan.full()
+    settings = Settings()
+    home = fnbus_home(REPO)
+    creds = load_credentials(home)
+    started = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    machine = await asyncio.to_thread(machine_info, settings)
+    say(f"fnbus bench ({'quick' if args.quick else 'full'}) against {creds.gateway_url}, account "
+        f"{creds.account_id}, {machine['cores']} cores")
+    figures: list[Figure] = []
+    cleanup_problems: list[str] = []
+    gw = Gateway(creds, max_connections=128)
+    try:
+        try:
+            await gateway_part(gw, settings, plan, figures, allow_install=not args.no_install)
+        finally:
+            say(f"cleanup: undeploying and deleting the {len(gw.created)} bench lambda(s)")
+            for lambda_id in gw.created:
+                problem = await gw.cleanup(lambda_id)
+                if problem:
+                    cleanup_problems.append(f"{lambda_id}: {problem}")
+            if gw.created:
+                cleanup_problems += await asyncio.to_thread(floors.remove_leftover_images, settings, gw.created)
+    finally:
+        await gw.aclose()
+    if not args.skip_floors:
+        medians = await floors_part(settings, home, plan, figures)
+        path_floor_figure(figures, medians)
+    order = [S_WARM, S_THROUGHPUT, S_COLD, S_DEPLOY, S_FLOORS]
+    figures.sort(key=lambda f: order.index(f.section) if f.section in order else len(order))
+
+    machine["loadavg_at_end"] = list(os.getloadavg())
+    warnings = noise_warnings(figures, machine)
+    run = {"mode": "quick" if args.quick else "full", "started": started_at,
+           "duration_s": round(time.monotonic() - started, 1), "plan": asdict(plan),
+           "gateway_url": creds.gateway_url, "account_id": creds.account_id,
+           "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+           "cleanup_problems": cleanup_problems, "warnings": warnings}
+    report = build_report(figures, machine=machine, run=run)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+    print()
+    print(f"fnbus bench — {machine['date']} — {machine['cores']} cores ({machine.get('cpu_model') or '?'}), "
+          f"{run['mode']} run in {run['duration_s']:.0f} s")
+    print()
+    print(format_table(figures))
+    tally = verdict(figures)
+    print()
+    print(f"targets: {tally['pass']} passed, {tally['fail']} missed; {tally['error']} measurement error(s). "
+          f"JSON: {args.json}")
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if cleanup_problems:
+        print(f"cleanup problems: {cleanup_problems}")
+    if tally["error"]:
+        return 2
+    if args.strict and tally["fail"]:
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return asyncio.run(main_async(args))
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
