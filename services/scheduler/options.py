@@ -23,6 +23,9 @@ class SchedulerOptions(BaseSettings):
     lease_ttl_ms: int = 10_000  # real ms a leader holds the lease without renewing
     lease_renew_ms: int = 3_000  # real ms between renewals (and standby attempts)
     catch_up_ms: int = 60_000  # scheduler ms a due minute may be late and still fire
+    # Scheduler ms before a minute boundary at which the leader records the coming
+    # minute's fires, so that at the boundary it only has to produce them.
+    prepare_ahead_ms: int = 5_000
     fire_batch: int = 1_000  # schedules locked, fired and advanced per transaction
     reproduce_after_ms: int = 5_000  # real ms before an unacknowledged fire is produced again
     fires_retention_ms: int = 2 * 3600 * 1000  # scheduler ms of fire history kept

@@ -215,8 +215,12 @@ class Schedules:
         return [str(r["lambda_id"]) for r in rows]
 
     # -- firing (leader only) ------------------------------------------------------------
-    async def claim_due(self, now_ms: int) -> tuple[list[Fire], int]:
-        """Record and advance one batch of due schedules; return (fires, rows looked at)."""
+    async def claim_due(self, now_ms: int, recorded_ms: int | None = None) -> tuple[list[Fire], int]:
+        """Record and advance one batch of schedules due at ``now_ms``; return (fires, rows seen).
+
+        ``now_ms`` may lie slightly ahead (the leader prepares the coming minute's
+        fires a few seconds early); ``recorded_ms`` is the real time of recording.
+        """
         fires: list[Fire] = []
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -227,6 +231,7 @@ class Schedules:
                 return [], 0
             ids, dues, nexts, row_acts, fired_dues, acts = [], [], [], [], [], []
             by_key: dict[tuple[str, int], asyncpg.Record] = {}
+            acts_by_key: dict[tuple[str, int], str] = {}
             for r in rows:
                 p = cron.plan(r["cron"], r["next_due_ms"], now_ms, self.options.catch_up_ms)
                 ids.append(r["id"])
@@ -241,12 +246,14 @@ class Schedules:
                     fired_dues.append((r["id"], p.fire_ms))
                     acts.append(act)
                     by_key[(str(r["id"]), p.fire_ms)] = r
+                    acts_by_key[(str(r["id"]), p.fire_ms)] = act
             inserted = await conn.fetch(
                 """INSERT INTO schedule_fires (schedule_id, due_ms, activation_id, fired_ms)
                    SELECT u.id, u.due, u.act, $4::bigint
                    FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS u(id, due, act)
                    ON CONFLICT DO NOTHING RETURNING schedule_id, due_ms""",
-                [k[0] for k in fired_dues], [k[1] for k in fired_dues], acts, now_ms)
+                [k[0] for k in fired_dues], [k[1] for k in fired_dues], acts,
+                now_ms if recorded_ms is None else recorded_ms)
             await conn.execute(
                 """UPDATE schedules s SET next_due_ms = v.next_due,
                           last_invocation_ms = COALESCE(v.fired, s.last_invocation_ms),
@@ -258,7 +265,7 @@ class Schedules:
         for rec in inserted:
             r = by_key[(str(rec["schedule_id"]), rec["due_ms"])]
             fires.append(Fire(str(r["id"]), r["account_id"], str(r["lambda_id"]), rec["due_ms"],
-                              activation_id(str(r["id"]), rec["due_ms"]), r["payload"]))
+                              acts_by_key[(str(r["id"]), rec["due_ms"])], r["payload"]))
         return fires, len(rows)
 
     async def mark_produced(self, fires: Sequence[Fire], produced_ms: int) -> None:
@@ -274,9 +281,9 @@ class Schedules:
         rows = await self.pool.fetch(
             """SELECT f.schedule_id, f.due_ms, f.activation_id, s.account_id, s.lambda_id, s.payload
                FROM schedule_fires f JOIN schedules s ON s.id = f.schedule_id
-               WHERE f.produced_ms IS NULL AND f.due_ms >= $1 AND f.fired_ms <= $2
+               WHERE f.produced_ms IS NULL AND f.due_ms BETWEEN $1 AND $3 AND f.fired_ms <= $2
                ORDER BY f.due_ms LIMIT 10000""",
-            now_ms - self.options.catch_up_ms, fired_before_ms)
+            now_ms - self.options.catch_up_ms, fired_before_ms, now_ms)
         return [Fire(str(r["schedule_id"]), r["account_id"], str(r["lambda_id"]), r["due_ms"],
                      r["activation_id"], r["payload"]) for r in rows]
 
