@@ -1,10 +1,14 @@
 """Who used the CPU during a measurement: per service, Kafka, PostgreSQL, lambda containers, load generator.
 
+``other`` is the rest of the machine's busy time: other live processes (the
+busiest are named separately) and processes that exited during the window.
+
 Reads ``/proc`` before and after a window (Linux only). A component is a root
 pid (from ``$FNBUS_HOME/run/<name>.pid``) with all its descendants; lambda
 containers are the ``node``/``python`` processes under a ``containerd-shim``;
 the load generator is every ``wrk`` process (counted first, so the harness's
-own entry, when given as a root, does not swallow it). Figures are percent of one core,
+own entry, when given as a root, does not swallow it); kernel threads (e.g.
+writeback of Kafka's and PostgreSQL's files) are a component of their own. Figures are percent of one core,
 so on 2 cores the total can reach 200 %.
 """
 
@@ -32,6 +36,7 @@ class CpuSnapshot:
     busy_ticks: int  # whole machine, all cores
     total_ticks: int
     wall_s: float
+    irq_ticks: int = 0  # interrupts and softirqs (loopback TCP), charged to no process
 
 
 def parse_stat_line(line: str) -> Proc | None:
@@ -48,14 +53,14 @@ def parse_stat_line(line: str) -> Proc | None:
         return None
 
 
-def parse_proc_stat(text: str) -> tuple[int, int]:
-    """(busy, total) ticks from the aggregate ``cpu`` line of ``/proc/stat``."""
+def parse_proc_stat(text: str) -> tuple[int, int, int]:
+    """(busy, total, irq + softirq) ticks from the aggregate ``cpu`` line of ``/proc/stat``."""
     for line in text.splitlines():
         if line.startswith("cpu "):
-            values = [int(v) for v in line.split()[1:]]
-            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            values = [int(v) for v in line.split()[1:]] + [0] * 8
+            idle = values[3] + values[4]  # idle + iowait
             total = sum(values[:8])  # guest time is already in user
-            return total - idle, total
+            return total - idle, total, values[5] + values[6]
     raise ValueError("no aggregate cpu line in /proc/stat")
 
 
@@ -70,8 +75,8 @@ def take(wall_s: float) -> CpuSnapshot:
             continue
         if proc is not None:
             procs[proc.pid] = proc
-    busy, total = parse_proc_stat(Path("/proc/stat").read_text())
-    return CpuSnapshot(procs, busy, total, wall_s)
+    busy, total, irq = parse_proc_stat(Path("/proc/stat").read_text())
+    return CpuSnapshot(procs, busy, total, wall_s, irq)
 
 
 def read_roots(run_dir: Path, names: list[str]) -> dict[str, int]:
@@ -123,8 +128,16 @@ def split(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
         return {}, []
 
     def delta(pids: set[int]) -> int:
-        return sum(after.procs[p].ticks - before.procs[p].ticks for p in pids
-                   if p in after.procs and p in before.procs and after.procs[p].ticks >= before.procs[p].ticks)
+        """Ticks used in the window; a process that started meanwhile counts from zero."""
+        total = 0
+        for p in pids:
+            now = after.procs.get(p)
+            if now is None:
+                continue
+            then = before.procs.get(p)
+            start = then.ticks if then is not None and then.comm == now.comm and then.ticks <= now.ticks else 0
+            total += now.ticks - start
+        return total
 
     pct = 100.0 / (wall * CLK_TCK)
     out: dict[str, float] = {}
@@ -139,9 +152,16 @@ def split(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
                   if p.comm in lambda_comms and p.pid not in claimed and _under_shim(after.procs, p.pid)}
     claimed |= containers
     out["lambda containers"] = round(delta(containers) * pct, 1)
+    # Kernel threads (children of kthreadd, pid 2): writeback of Kafka's and PostgreSQL's files, RCU, …
+    kernel = {p.pid for p in after.procs.values() if (p.pid == 2 or p.ppid == 2) and p.pid not in claimed}
+    claimed |= kernel
+    out["kernel threads"] = round(delta(kernel) * pct, 1)
     busy = (after.busy_ticks - before.busy_ticks) * pct
     total = (after.total_ticks - before.total_ticks) * pct
+    out["irq/softirq"] = round(max(0, after.irq_ticks - before.irq_ticks) * pct, 1)
     known = sum(out.values())
+    # Everything else: other live processes (named in the second result) and processes
+    # that exited during the window (not visible at the end).
     out["other"] = round(max(0.0, busy - known), 1)
     out["idle"] = round(max(0.0, total - busy), 1)
     by_comm: dict[str, float] = {}
@@ -156,7 +176,8 @@ def split(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
 
 def describe(shares: Mapping[str, object], top: int = 6) -> str:
     """``gateway 97%, invoker 41%, …, idle 3%`` (largest first, idle last; non-numbers ignored)."""
-    numbers = {k: float(v) for k, v in shares.items() if isinstance(v, int | float)}
+    numbers = {k: float(v) for k, v in shares.items()
+               if isinstance(v, int | float) and not k.startswith("other_processes")}
     items = sorted(((k, v) for k, v in numbers.items() if k != "idle" and v >= 1), key=lambda kv: -kv[1])[:top]
     text = ", ".join(f"{k} {v:.0f}%" for k, v in items)
     if "idle" in numbers:

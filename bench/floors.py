@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from docker.errors import DockerException
+from docker.errors import DockerException, NotFound
 
 from fnbus import dockerutil
 from fnbus.kafka import Producer
@@ -199,27 +199,38 @@ def remove_leftover_images(settings: Any, lambda_ids: list[str], wait_s: float =
 
     The deployer removes a lambda's images on undeploy; whatever is still there
     after ``wait_s`` is reported (it is the platform's leak) and then removed.
+    Never raises: problems come back as text.
     """
-    client = dockerutil.client(settings.docker_host)
     problems: list[str] = []
     try:
+        client = dockerutil.client(settings.docker_host)
+    except DockerException as exc:
+        return [f"could not check for leftover images: {exc}"]
+    try:
         deadline = time.monotonic() + wait_s
-        left: list[Any] = []
+        left: dict[str, list[str]] = {}
         while True:
-            left = [img for lambda_id in lambda_ids
-                    for img in client.images.list(filters={"label": f"{LABEL_LAMBDA}={lambda_id}"})]
+            left = {}
+            for lambda_id in lambda_ids:
+                # The low-level listing: no per-image inspect that could race the deployer's removal.
+                for img in client.api.images(filters={"label": f"{LABEL_LAMBDA}={lambda_id}"}):
+                    left[img["Id"]] = list(img.get("RepoTags") or [])
             if not left or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
         if left:
-            tags = sorted(t for img in left for t in img.tags)
+            tags = sorted(t for ts in left.values() for t in ts)
             problems.append(f"undeploy left {len(left)} image(s) of deleted bench lambdas {wait_s:.0f} s later "
                             f"({', '.join(tags[:4])}{' …' if len(tags) > 4 else ''}); the harness removed them")
-            for img in left:
+            for image_id, image_tags in left.items():
                 try:
-                    client.images.remove(img.id, force=True)
+                    client.api.remove_image(image_id, force=True)
+                except NotFound:
+                    pass
                 except DockerException as exc:
-                    problems.append(f"could not remove {img.tags or img.id}: {exc}")
+                    problems.append(f"could not remove {image_tags or image_id}: {exc}")
+    except DockerException as exc:
+        problems.append(f"checking for leftover images failed: {exc}")
     finally:
         client.close()
     return problems

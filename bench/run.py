@@ -95,7 +95,7 @@ class Plan:
     warmup_calls: int
     wrk_connections: tuple[int, ...]
     wrk_duration_s: int
-    wrk_c1_check_s: int
+    wrk_c1_s: int
     httpx_duration_s: float
     cold_prewarmed_reps: int
     cold_burst_reps: int
@@ -108,14 +108,14 @@ class Plan:
     @staticmethod
     def full() -> Plan:
         return Plan(c1_calls=1000, c16_calls=3000, warmup_calls=200, wrk_connections=(16, 32, 64),
-                    wrk_duration_s=10, wrk_c1_check_s=10, httpx_duration_s=10.0, cold_prewarmed_reps=5,
+                    wrk_duration_s=10, wrk_c1_s=15, httpx_duration_s=10.0, cold_prewarmed_reps=5,
                     cold_burst_reps=2, runner_runs=500, runner_cold=5, kafka_round_trips=500, docker_runs=5,
                     front_calls=500)
 
     @staticmethod
     def quick() -> Plan:
         return Plan(c1_calls=200, c16_calls=480, warmup_calls=50, wrk_connections=(32,),
-                    wrk_duration_s=5, wrk_c1_check_s=3, httpx_duration_s=5.0, cold_prewarmed_reps=2,
+                    wrk_duration_s=5, wrk_c1_s=5, httpx_duration_s=5.0, cold_prewarmed_reps=2,
                     cold_burst_reps=1, runner_runs=200, runner_cold=2, kafka_round_trips=200, docker_runs=3,
                     front_calls=200)
 
@@ -169,6 +169,12 @@ def machine_info(settings: Settings) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the gateway part
+
+
+def wrk_summary(res: wrk.WrkResult) -> Summary:
+    """wrk's latency histogram as a Summary (wrk reports no minimum)."""
+    return Summary(n=res.ok_requests, min=None, mean=res.lat_mean_ms, p50=res.lat_p50_ms, p95=res.lat_p95_ms,
+                   p99=res.lat_p99_ms, max=res.lat_max_ms)
 
 
 @dataclass
@@ -257,7 +263,8 @@ class GatewayBench:
         roots = cpu.read_roots(self.home / "run", [*SERVICE_NAMES, "kafka", "postgres"])
         roots["bench harness"] = os.getpid()
         shares, others = cpu.split(before, after, roots)
-        return {**shares, "other_processes": [f"{comm} {share:.0f}%" for comm, share in others]}
+        return {**shares, "other_processes": [f"{comm} {share:.0f}%" for comm, share in others],
+                "other_processes_percent": round(sum(share for _, share in others), 1)}
 
     async def run_wrk(self, connections: int, duration_s: int) -> tuple[wrk.WrkResult, dict[str, Any]]:
         """One wrk run and the CPU split (percent of one core per component) during it."""
@@ -284,11 +291,33 @@ class GatewayBench:
         self.cold_samples.append(self._cold_sample("new lambda", self.main, first, pool))
 
     async def warm_c1(self) -> None:
+        """Concurrency 1 with both tools: wrk (primary when present: no client overhead) and httpx."""
         plan = self.plan
-        say(f"warm latency at concurrency 1: {plan.warmup_calls} warm-up calls, then {plan.c1_calls} calls (httpx)")
+        c1_targets = {"p50": at_most(TARGET_WARM_P50_MS), "p99": at_most(TARGET_WARM_P99_MS)}
+        say(f"warm latency at concurrency 1: {plan.warmup_calls} warm-up calls")
         warm = await closed_loop(self.gw, self.main.id, concurrency=1, total=plan.warmup_calls)
         if warm.ok == 0:
             raise BenchError(f"warm-up failed: {warm.statuses} {warm.errors}")
+        have_wrk = bool(await asyncio.to_thread(self._wrk))
+        primary: list[Figure] = []
+        wrk_p50: float | None = None
+        if have_wrk:
+            say(f"    wrk, 1 connection, {plan.wrk_c1_s} s")
+            before = await self.metrics()
+            res, shares = await self.run_wrk(1, plan.wrk_c1_s)
+            server = metrics.window(before, await self.metrics())
+            wrk_p50 = res.lat_p50_ms
+            note = f"{res.ok_requests} sequential calls in {res.duration_s:.0f} s, {res.errors} errors"
+            if server.get("gateway_mean_ms") is not None:
+                note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, of which invoker "
+                         f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms (pick-up → result)")
+            if server.get("invoker_cold_invocations"):
+                note += f"; {server['invoker_cold_invocations']:.0f} cold starts during measurement"
+            primary = summary_figures(
+                "warm_c1", S_WARM, "concurrency 1,", wrk_summary(res), "ms", "wrk (1 connection)",
+                targets=c1_targets, note=note,
+                details={"wrk": res.to_dict(), "server_side": server, "cpu_percent_of_one_core": shares})
+        say(f"    httpx, {plan.c1_calls} sequential calls")
         before = await self.metrics()
         result = await closed_loop(self.gw, self.main.id, concurrency=1, total=plan.c1_calls)
         server = metrics.window(before, await self.metrics())
@@ -302,23 +331,26 @@ class GatewayBench:
             "runner_duration_ms_mean": round(statistics.fmean(result.durations_ms), 3)
             if result.durations_ms else None,
             "server_side": server, "errors": result.errors}
-        note = f"{plan.c1_calls} sequential calls"
+        note = f"{plan.c1_calls} sequential calls from the harness's Python client"
         if server.get("gateway_mean_ms") is not None:
             note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, of which invoker "
-                     f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms (pick-up → result)")
-        if self._wrk():
-            say(f"    cross-check: wrk, 1 connection, {plan.wrk_c1_check_s} s")
-            check, shares = await self.run_wrk(1, plan.wrk_c1_check_s)
-            details["wrk_cross_check"] = {**check.to_dict(), "cpu_percent_of_one_core": shares}
-            note += f"; wrk cross-check p50 {check.lat_p50_ms:.1f} ms, p99 {check.lat_p99_ms:.1f} ms"
+                     f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms")
+        if wrk_p50 is not None and summary is not None:
+            note += (f"; {summary.p50 - wrk_p50:+.1f} ms at p50 against wrk: the Python client's own cost, "
+                     "on the same 2 cores")
         if failed:
             note += f"; {failed} failed ({result.errors[:1]})"
         if result.cold_starts:
             note += f"; {result.cold_starts} cold starts during measurement"
-        self.figures += summary_figures(
-            "warm_c1", S_WARM, "concurrency 1,", summary, "ms", "httpx (async, keep-alive)",
-            targets={"p50": at_most(TARGET_WARM_P50_MS), "p99": at_most(TARGET_WARM_P99_MS)}, note=note,
-            details=details)
+        if have_wrk:
+            self.figures += primary + summary_figures(
+                "warm_c1_httpx", S_WARM, "concurrency 1 (httpx client),", summary, "ms", "httpx (async, keep-alive)",
+                note=note, details=details)
+        else:
+            self.figures += summary_figures(
+                "warm_c1", S_WARM, "concurrency 1,", summary, "ms", "httpx (async, keep-alive)",
+                targets=c1_targets, note=note + ("; " + "; ".join(self.wrk_log) if self.wrk_log else ""),
+                details=details)
 
     async def warm_c16(self) -> None:
         plan = self.plan
@@ -331,8 +363,7 @@ class GatewayBench:
             say(f"    wrk, 16 connections, {plan.wrk_duration_s} s")
             res, shares = await self.run_wrk(16, plan.wrk_duration_s)
             server = metrics.window(before, await self.metrics())
-            summary: Summary | None = Summary(n=res.ok_requests, min=None, mean=res.lat_mean_ms, p50=res.lat_p50_ms,
-                              p95=res.lat_p95_ms, p99=res.lat_p99_ms, max=res.lat_max_ms)
+            summary: Summary | None = wrk_summary(res)
             tool = "wrk (16 connections, 2 threads)"
             details: dict[str, Any] = {"wrk": res.to_dict(), "server_side": server,
                                        "cpu_percent_of_one_core": shares}
@@ -631,12 +662,13 @@ def noise_warnings(figures: list[Figure], machine: dict[str, Any]) -> list[str]:
                                                                   fig.details.get("cpu_percent_of_one_core")}]
                                            if "wrk" in fig.details else [])
         for run in runs:
-            other = (run.get("cpu_percent_of_one_core") or {}).get("other", 0.0)
+            shares = run.get("cpu_percent_of_one_core") or {}
+            other = shares.get("other_processes_percent", 0.0)
             if other > OTHER_CPU_WARN_PERCENT:
-                names = ", ".join((run.get("cpu_percent_of_one_core") or {}).get("other_processes") or [])
+                names = ", ".join(shares.get("other_processes") or [])
                 out.append(f"{fig.label}: {other:.0f}% of a core went to other processes (not the services, "
                            f"Kafka, PostgreSQL, lambda containers or wrk) during the {run['connections']}-connection "
-                           f"run, busiest: {names or '?'}; its figures are pessimistic")
+                           f"run ({names}); its figures are pessimistic")
     return out
 
 
@@ -675,7 +707,10 @@ async def main_async(args: argparse.Namespace) -> int:
         finally:
             say(f"cleanup: undeploying and deleting the {len(gw.created)} bench lambda(s)")
             for lambda_id in gw.created:
-                problem = await gw.cleanup(lambda_id)
+                try:
+                    problem = await gw.cleanup(lambda_id)
+                except httpx.HTTPError as exc:
+                    problem = note_error(exc)
                 if problem:
                     cleanup_problems.append(f"{lambda_id}: {problem}")
             if gw.created:

@@ -290,31 +290,40 @@ def test_parse_stat_line_with_spaces_and_parentheses_in_the_name() -> None:
 
 def test_parse_proc_stat() -> None:
     text = "cpu  100 5 50 800 20 1 2 3 0 0\ncpu0 50 2 25 400 10 0 1 1 0 0\n"
-    busy, total = cpu.parse_proc_stat(text)
-    assert total == 981 and busy == 981 - 820
+    busy, total, irq = cpu.parse_proc_stat(text)
+    assert total == 981 and busy == 981 - 820 and irq == 3
     with pytest.raises(ValueError):
         cpu.parse_proc_stat("intr 1 2 3\n")
 
 
-def _snap(ticks: dict[int, int], busy: int, total: int, wall: float) -> cpu.CpuSnapshot:
-    tree = {1: (0, "init"), 10: (1, "python"), 11: (10, "python"), 20: (1, "containerd-shim"),
-            21: (20, "node"), 30: (99, "wrk"), 99: (1, "python")}
-    procs = {pid: cpu.Proc(pid, ppid, comm, ticks.get(pid, 0)) for pid, (ppid, comm) in tree.items()}
-    return cpu.CpuSnapshot(procs, busy, total, wall)
+def _snap(ticks: dict[int, int], busy: int, total: int, wall: float, irq: int = 0) -> cpu.CpuSnapshot:
+    tree = {1: (0, "init"), 2: (0, "kthreadd"), 3: (2, "kworker/u8:3-flush"), 10: (1, "python"),
+            11: (10, "python"), 20: (1, "containerd-shim"), 21: (20, "node"), 30: (99, "wrk"), 99: (1, "python"),
+            50: (1, "pytest")}
+    procs = {pid: cpu.Proc(pid, ppid, comm, ticks[pid]) for pid, (ppid, comm) in tree.items() if pid in ticks}
+    return cpu.CpuSnapshot(procs, busy, total, wall, irq)
 
 
 def test_cpu_usage_splits_by_component() -> None:
     hz = cpu.CLK_TCK
-    before = _snap({10: 0, 11: 0, 21: 0, 30: 0, 99: 0}, busy=0, total=0, wall=100.0)
-    # over 2 s: gateway tree 1.5 core-s, container 0.5, wrk 0.2 (a child of the harness, 99), harness 0.1
-    after = _snap({10: int(1.0 * hz), 11: int(0.5 * hz), 21: int(0.5 * hz), 30: int(0.2 * hz), 99: int(0.1 * hz)},
-                  busy=int(3.0 * hz), total=int(4.0 * hz), wall=102.0)
-    shares = cpu.usage(before, after, {"gateway": 10, "bench harness": 99})
+    before = _snap({1: 0, 2: 0, 3: 0, 10: 0, 11: 0, 20: 0, 21: 0, 30: 0, 99: 0}, busy=0, total=0, wall=100.0)
+    # over 2 s: gateway tree 1.5 core-s, container 0.5, wrk 0.2 (a child of the harness, 99), harness 0.1,
+    # a process that started meanwhile 0.2, interrupts 0.1, a kernel writeback thread 0.04
+    after = _snap({1: 0, 2: 0, 3: int(0.04 * hz), 10: int(1.0 * hz), 11: int(0.5 * hz), 20: 0, 21: int(0.5 * hz),
+                   30: int(0.2 * hz), 99: int(0.1 * hz), 50: int(0.2 * hz)},
+                  busy=int(3.0 * hz), total=int(4.0 * hz), wall=102.0, irq=int(0.1 * hz))
+    shares, others = cpu.split(before, after, {"gateway": 10, "bench harness": 99})
     assert shares["gateway"] == pytest.approx(75.0)
     assert shares["lambda containers"] == pytest.approx(25.0)
     assert shares["wrk"] == pytest.approx(10.0)
     assert shares["bench harness"] == pytest.approx(5.0)
-    assert shares["other"] == pytest.approx(150.0 - 115.0)
+    assert shares["irq/softirq"] == pytest.approx(5.0)
+    assert shares["kernel threads"] == pytest.approx(2.0)
+    assert shares["other"] == pytest.approx(150.0 - 122.0)
     assert shares["idle"] == pytest.approx(50.0)
+    assert others == [("pytest", 10.0)]
+    assert cpu.usage(before, after, {"gateway": 10, "bench harness": 99}) == shares
     assert cpu.usage(after, after, {}) == {}
-    assert cpu.describe(shares, top=2) == "gateway 75%, other 35%, idle 50%"
+    assert cpu.describe(shares, top=2) == "gateway 75%, other 28%, idle 50%"
+    assert cpu.describe({**shares, "other_processes": ["pytest 10%"], "other_processes_percent": 99.0},
+                        top=1) == "gateway 75%, idle 50%"
