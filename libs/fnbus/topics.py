@@ -89,6 +89,10 @@ class Topics:
     def quarantine(self) -> str:
         return self._n("platform-events.quarantine")
 
+    def group(self, role: str) -> str:
+        """Consumer group id of ``role``; the prefix keeps stacks sharing a broker apart."""
+        return f"{self.prefix}.{role}"
+
     def specs(self) -> list[TopicSpec]:
         """Every shared topic with its partition count and cleanup policy."""
         week_ms = 7 * 24 * 3600 * 1000

@@ -121,7 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
                 owner=(settings.instance_id or "deployer-local"))
             deployer = Deployer(Builder(docker_client, images), sandbox, producer, topics)
             consumer = await stack.enter_async_context(resources.consumer(
-                settings, health, [topics.deploy_requests], group_id="fnbus-deployer",
+                settings, health, [topics.deploy_requests], group_id=topics.group("deployer"),
                 client_id="fnbus-deployer"))
 
             async def handle(record: ConsumerRecord) -> None:

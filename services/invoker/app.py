@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
             # Due retries go back to the invocations topic; a waiting partition is paused.
             relay = RetryRelay(
                 settings.kafka_bootstrap, [topics.retry(d) for d in RETRY_DELAYS_S],
-                group_id="fnbus-invoker-retries", producer=producer,
+                group_id=topics.group("invoker-retries"), producer=producer,
                 invocations_topic=topics.invocations, client_id=f"{instance}-retries")
             await relay.start()
             stack.push_async_callback(relay.stop)
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
 
             tasks.spawn(retire(), "retire-versions")
             dispatcher = Dispatcher(
-                settings.kafka_bootstrap, [topics.invocations], group_id="fnbus-invoker",
+                settings.kafka_bootstrap, [topics.invocations], group_id=topics.group("invoker"),
                 handler=invoker.handle_record, key_of=_ordering_key,
                 max_in_flight=settings.max_containers * 2, client_id=instance,
                 drain_timeout_s=settings.lambda_timeout_ms / 1000 + 10)

@@ -43,7 +43,7 @@ from services.log_ingest.records import Envelope, Kind
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "fnbus-log-ingest"
+GROUP_ID = "log-ingest"  # prefixed with the topic prefix: <prefix>.log-ingest
 DEFAULT_BATCH_MAX = 500
 DEFAULT_BATCH_WITHIN_S = 0.5
 DEFAULT_GRACE_S = 10.0
@@ -102,7 +102,7 @@ class IngestStream:
         # faust creates only the last level of its data directory.
         datadir.mkdir(parents=True, exist_ok=True)
         app = faust.App(
-            GROUP_ID,  # the app id is faust's consumer group id
+            Topics(settings.topic_prefix).group(GROUP_ID),  # the app id is faust's group id
             broker=broker_urls(settings.kafka_bootstrap),
             broker_client_id=self._client_id,
             loop=asyncio.get_running_loop(),

@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
                                           platform_domain(settings.public_url))
             lambdas = app.state.lambdas = Lambdas(pool, producer, topics)
             consumer = await stack.enter_async_context(resources.consumer(
-                settings, health, [topics.deployments], group_id="fnbus-registry",
+                settings, health, [topics.deployments], group_id=topics.group("registry"),
                 client_id="fnbus-registry"))
 
             async def on_status(record: ConsumerRecord) -> None:
@@ -75,14 +75,14 @@ def create_app(settings: Settings) -> FastAPI:
             # Platform events → invocation requests; bad input goes to quarantine.
             events = app.state.events = EventRouter(pool, producer, topics)
             event_consumer = await stack.enter_async_context(resources.consumer(
-                settings, health, [topics.platform_events], group_id="fnbus-registry-events",
+                settings, health, [topics.platform_events], group_id=topics.group("registry-events"),
                 client_id="fnbus-registry-events", check_name="kafka_events_consumer"))
             tasks.spawn(event_consumer.run(events.on_record), "platform-events")
             # The dead-letter topic, mirrored for listing, replay and purge.
             dead_letters = app.state.dead_letters = DeadLetters(pool, producer, topics)
             app.state.retry_policies = RetryPolicies(pool)
             dlq_consumer = await stack.enter_async_context(resources.consumer(
-                settings, health, [topics.dlq], group_id="fnbus-registry-dlq",
+                settings, health, [topics.dlq], group_id=topics.group("registry-dlq"),
                 client_id="fnbus-registry-dlq", check_name="kafka_dlq_consumer"))
             tasks.spawn(dlq_consumer.run(dead_letters.on_record), "dead-letters")
             pruner = asyncio.create_task(_prune_loop(events), name="prune-processed-events")

@@ -53,7 +53,7 @@ def create_app(settings: Settings, options: SchedulerOptions | None = None,
             await watcher.reconcile()
             results = await stack.enter_async_context(resources.consumer(
                 settings, health, [topics.activations],
-                group_id=f"{settings.topic_prefix}-scheduler", client_id="fnbus-scheduler",
+                group_id=Topics(settings.topic_prefix).group("scheduler"), client_id="fnbus-scheduler",
                 check_name="activations_consumer"))
             loops = TaskGroup()
             stopping = asyncio.Event()

@@ -187,7 +187,8 @@ async def committed_and_end(bootstrap: str, topic: str) -> tuple[dict[int, int],
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in await partitions_of(admin, topic)]
-        committed = await admin.list_consumer_group_offsets(GROUP_ID, partitions=partitions)
+        group = Topics(topic.rsplit(".", 1)[0]).group(GROUP_ID)
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
         end = await consumer.end_offsets(partitions)
         return (
             {tp.partition: max(meta.offset, 0) for tp, meta in committed.items()},
@@ -445,7 +446,8 @@ async def test_topics_keep_the_platform_settings(ingest_settings: Settings, topi
         for name in (topics.activations, topics.logs):
             assert len(await partitions_of(admin, name)) == specs[name]
         # No leader, changelog or repartition topics of faust's own.
-        assert not [t for t in await admin.list_topics() if t.startswith(GROUP_ID)]
+        group = Topics(ingest_settings.topic_prefix).group(GROUP_ID)
+        assert not [t for t in await admin.list_topics() if t.startswith(group)]
     finally:
         await admin.close()
     # faust keeps its (table-less) data directory under FNBUS_HOME.
