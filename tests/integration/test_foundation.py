@@ -15,7 +15,7 @@ from fnbus.db import apply_migrations, load_migrations
 from fnbus.kafka import Consumer, Producer
 from fnbus.schemas import InvocationRequest
 from fnbus.topics import Topics, TopicSpec, ensure_topics
-from tests.support import eventually, serve_in_loop
+from tests.support import eventually, free_port, serve_in_loop
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,11 @@ async def test_registry_and_gateway_healthy(registry_url: str, gateway_url: str)
 
 @pytest.mark.parametrize("name", ["deployer", "invoker", "scheduler", "log_ingest"])
 async def test_service_healthy_and_metrics(settings: Settings, name: str) -> None:
+    # Its own port, topics and instance id: the session's platform may be running too.
+    own = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}h{name}",
+                                      "instance_id": f"{settings.instance_id}-health-{name}",
+                                      "prewarm_per_runtime": 0})
     module = importlib.import_module(f"services.{name}.app")
-    app = module.create_app(settings)
-    async with serve_in_loop(app, settings.port_of(name)) as url:
+    app = module.create_app(own)
+    async with serve_in_loop(app, free_port()) as url:
         await _check_health_and_metrics(url, name)
