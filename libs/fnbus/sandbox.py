@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,10 +159,16 @@ class DockerRuntime:
         await asyncio.to_thread(self._remove_sync, handle)
 
     def _exit_reason_sync(self, handle: ContainerHandle) -> str | None:
-        try:
-            state = self.client.api.inspect_container(handle.id)["State"]
-        except NotFound:
-            return "the container is gone"
+        # The runner's connection closes a moment before the engine records the
+        # exit (and the OOM kill): give it up to two seconds to catch up.
+        for _ in range(20):
+            try:
+                state = self.client.api.inspect_container(handle.id)["State"]
+            except NotFound:
+                return "the container is gone"
+            if not state.get("Running"):
+                break
+            time.sleep(0.1)
         if state.get("OOMKilled"):
             return f"the function exceeded its memory limit ({self.limits.memory_mb} MB) and was killed"
         if not state.get("Running"):

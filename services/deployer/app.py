@@ -12,6 +12,7 @@ containers when the registry publishes the undeployed state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -46,6 +47,19 @@ class Deployer:
         self.sandbox = sandbox
         self.producer = producer
         self.topics = topics
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._generation: dict[str, int] = {}
+
+    async def _remove_images(self, lambda_id: str, extra: dict[str, object]) -> None:
+        generation = self._generation.get(lambda_id, 0)
+        removed = await self.builder.remove_images(
+            lambda_id, still_wanted=lambda: self._generation.get(lambda_id, 0) == generation)
+        log.info("undeployed", extra={**extra, "images_removed": removed})
+
+    async def stop(self) -> None:
+        for task in list(self._cleanups):
+            task.cancel()
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     async def _status(self, request: DeployRequest, state: DeploymentState,
                       image: str | None = None, cause: str | None = None) -> None:
@@ -79,9 +93,14 @@ class Deployer:
     async def handle(self, request: DeployRequest) -> None:
         extra = {"lambda_id": request.lambda_id, "version": request.version,
                  "deployment_id": request.deployment_id}
+        # A later request for the same lambda (a redeploy) cancels pending image cleanup.
+        self._generation[request.lambda_id] = self._generation.get(request.lambda_id, 0) + 1
         if request.action == "undeploy":
-            removed = await self.builder.remove_images(request.lambda_id)
-            log.info("undeployed", extra={**extra, "images_removed": removed})
+            # In the background: removal waits for the invoker to retire the
+            # containers, and must not hold up the next deploy request.
+            task = asyncio.create_task(self._remove_images(request.lambda_id, extra))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
             return
         started = time.perf_counter()
         await self._status(request, DeploymentState.DEPLOYING)
@@ -138,5 +157,6 @@ def create_app(settings: Settings) -> FastAPI:
             yield
             consumer.request_stop()
             await tasks.stop()
+            await deployer.stop()
 
     return create_service_app("deployer", settings, lifespan)

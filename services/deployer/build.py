@@ -16,6 +16,7 @@ import io
 import json
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,14 +147,31 @@ class Builder:
         except (BuildError, APIError, DockerException) as exc:
             raise BuildFailed(f"image build failed: {exc}") from exc
 
-    def _remove_images(self, lambda_id: str) -> int:
+    def _remove_images(self, lambda_id: str) -> tuple[int, int]:
+        """Remove the lambda's images; (removed, still in use)."""
         images = self.client.images.list(filters={"label": f"{LABEL_LAMBDA}={lambda_id}"})
+        removed = 0
         for image in images:
             try:
                 self.client.images.remove(image.id, force=True)
+                removed += 1
             except DockerException:
-                pass
-        return len(images)
+                pass  # a container of it is still being retired by the invoker
+        return removed, len(images) - removed
 
-    async def remove_images(self, lambda_id: str) -> int:
-        return await asyncio.to_thread(self._remove_images, lambda_id)
+    async def remove_images(self, lambda_id: str, still_wanted: Callable[[], bool] = lambda: True,
+                            attempts: int = 10, pause_s: float = 3.0) -> int:
+        """Remove the lambda's images, retrying while the invoker retires their containers.
+
+        Stops as soon as ``still_wanted()`` turns false (the lambda was deployed again).
+        """
+        total = 0
+        for _ in range(attempts):
+            if not still_wanted():
+                break
+            removed, left = await asyncio.to_thread(self._remove_images, lambda_id)
+            total += removed
+            if not left:
+                break
+            await asyncio.sleep(pause_s)
+        return total
