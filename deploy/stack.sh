@@ -88,7 +88,9 @@ cmd_lint() {
 
 run_pytest() {
   local code=0
-  "$PY" -m pytest "$@" || code=$?
+  # --tb=native: Python 3.11's AST-based traceback formatting has crashed pytest
+  # (INTERNALERROR) here; a hard timeout keeps a wedged run from eating CI's limit.
+  timeout --kill-after=30 "${FNBUS_TEST_TIMEOUT_S:-3000}" "$PY" -m pytest --tb=native "$@" || code=$?
   if [[ $code -eq 5 ]]; then
     echo "pytest collected no tests for: $*" >&2
     return 0
@@ -115,7 +117,7 @@ cmd_bench() {
   secrets_env
   "$VENV/bin/fnbus" local start
   "$PY" -m fnbus.demo >/dev/null
-  "$PY" bench/run.py "$@"
+  "$PY" bench/run.py "$@"  # also reads BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick
 }
 
 case ${1:-} in
