@@ -16,29 +16,17 @@ required on the lists so a caller cannot read across tenants by leaving it out.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from fnbus.errors import NotFound, Unauthorized
+from fnbus.errors import NotFound
+from fnbus.internal_api import require_service
 from services.log_ingest.records import activation_item, log_item
 from services.log_ingest.store import IngestStore
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-
-
-async def require_service_token(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """Dependency: the caller is another fnbus service (shared bearer token)."""
-    expected = request.app.state.settings.service_token
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("missing bearer token")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("invalid service token")
 
 
 def _store(request: Request) -> IngestStore:
@@ -50,7 +38,7 @@ Store = Annotated[IngestStore, Depends(_store)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 AccountId = Annotated[str, Query(min_length=1)]
 
-router = APIRouter(prefix="/internal", dependencies=[Depends(require_service_token)])
+router = APIRouter(prefix="/internal", dependencies=[Depends(require_service)])
 
 
 @router.get("/activations/{activation_id}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from fnbus import catalog
@@ -33,36 +33,13 @@ from fnbus.api_models import (
     UserUpdate,
     VersionOut,
 )
-from fnbus.errors import Forbidden, Unauthorized, Unprocessable
+from fnbus.errors import Unprocessable
+from fnbus.internal_api import Who, require_service
 from fnbus.retry import RetryPolicyUpdate
 from services.registry.accounts import Accounts
 from services.registry.dlq import DeadLetterOut, DeadLetters, ReplayOut, RetryPolicies, RetryPolicyOut
 from services.registry.events import EventInvoke, EventRouter
 from services.registry.lambdas import Lambdas
-
-
-def require_service(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    expected = "Bearer " + request.app.state.settings.service_token
-    if authorization is None or not ident.constant_time_equal(authorization, expected):
-        raise Unauthorized("internal API: service token required", code="service_token_required")
-
-
-class Caller(BaseModel):
-    account_id: str
-    user_id: str | None
-
-
-def caller(
-    account_id: str,
-    x_fnbus_account: Annotated[str | None, Header()] = None,
-    x_fnbus_user: Annotated[str | None, Header()] = None,
-) -> Caller:
-    if x_fnbus_account is not None and x_fnbus_account != account_id:
-        raise Forbidden("this identity belongs to another account", code="wrong_account")
-    return Caller(account_id=account_id, user_id=x_fnbus_user)
-
-
-Who = Annotated[Caller, Depends(caller)]
 
 
 def _accounts(request: Request) -> Accounts:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from fnbus import identity as ident
-from fnbus.errors import Forbidden, Unauthorized
+from fnbus.internal_api import Who, require_service
 from services.scheduler import cron
 from services.scheduler.clock import Clock
 from services.scheduler.models import (
@@ -28,32 +26,10 @@ from services.scheduler.options import PREVIEW_DEFAULT, PREVIEW_MAX
 from services.scheduler.store import Schedules
 
 
-def require_service(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    expected = "Bearer " + request.app.state.settings.service_token
-    if authorization is None or not ident.constant_time_equal(authorization, expected):
-        raise Unauthorized("internal API: service token required", code="service_token_required")
-
-
-class Caller(BaseModel):
-    account_id: str
-    user_id: str | None
-
-
-def caller(
-    account_id: str,
-    x_fnbus_account: Annotated[str | None, Header()] = None,
-    x_fnbus_user: Annotated[str | None, Header()] = None,
-) -> Caller:
-    if x_fnbus_account is not None and x_fnbus_account != account_id:
-        raise Forbidden("this identity belongs to another account", code="wrong_account")
-    return Caller(account_id=account_id, user_id=x_fnbus_user)
-
-
 def _schedules(request: Request) -> Schedules:
     return request.app.state.schedules
 
 
-Who = Annotated[Caller, Depends(caller)]
 SchedulesDep = Annotated[Schedules, Depends(_schedules)]
 
 router = APIRouter(prefix="/internal", dependencies=[Depends(require_service)])

@@ -368,7 +368,7 @@ async def test_errors_and_auth(ingest_settings: Settings) -> None:
                          "/internal/logs?account_id=a", "/internal/logs"):
                 response = await client.get(path, headers=headers)
                 assert response.status_code == 401, (path, headers)
-                assert response.json()["error"]["code"] == "unauthorized"
+                assert response.json()["error"]["code"] == "service_token_required"
 
         # Lists are per account; without one the request is invalid.
         missing = await client.get("/internal/logs", headers=AUTH)

@@ -93,7 +93,7 @@ async def test_requests_without_the_service_token_are_refused(
 ) -> None:
     response = await client.get(path, headers=headers)
     assert response.status_code == 401
-    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.json()["error"]["code"] == "service_token_required"
     assert store.calls == []
 
 
