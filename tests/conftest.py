@@ -104,6 +104,7 @@ def settings(
         secrets_key="test-secrets-key-" + run_id,
         registry_url=f"http://127.0.0.1:{ports['registry']}",
         log_ingest_url=f"http://127.0.0.1:{ports['log_ingest']}",
+        scheduler_url=f"http://127.0.0.1:{ports['scheduler']}",
         public_url=f"http://127.0.0.1:{ports['gateway']}",
         instance_id=f"t{run_id}",  # own reply topic and container label for this session
         prewarm_per_runtime=1,

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
 
     registry_url: str = "http://127.0.0.1:8081"
     log_ingest_url: str = "http://127.0.0.1:8085"
+    scheduler_url: str = "http://127.0.0.1:8084"
     public_url: str = "http://127.0.0.1:8080"
 
     kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP

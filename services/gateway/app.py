@@ -19,8 +19,8 @@ from fnbus.service import allow_status, create_service_app
 from fnbus.topics import Topics, ensure_topics
 from services.gateway import events, invoke, management, oauth, schedules
 from services.gateway.auth import Authenticator
+from services.gateway.internal_client import InternalClient
 from services.gateway.limits import BodyLimit
-from services.gateway.registry_client import RegistryClient
 
 CONSOLE_DIR = Path(__file__).parent / "console"
 
@@ -36,9 +36,13 @@ def create_app(settings: Settings) -> FastAPI:
         reply_topic = topics.replies(instance)
         await ensure_topics(settings.kafka_bootstrap, [*topics.specs(), topics.reply_spec(instance)])
         async with contextlib.AsyncExitStack() as stack:
-            registry = RegistryClient(settings.registry_url, settings.service_token)
+            registry = InternalClient(settings.registry_url, settings.service_token)
             stack.push_async_callback(registry.aclose)
             app.state.registry = registry
+            scheduler = InternalClient(settings.scheduler_url, settings.service_token,
+                                       name="scheduler")
+            stack.push_async_callback(scheduler.aclose)
+            app.state.scheduler = scheduler
             app.state.auth = Authenticator(registry, settings.jwt_secret)
             health.add("registry", registry.ping)
             log_ingest = httpx.AsyncClient(

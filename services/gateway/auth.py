@@ -23,7 +23,7 @@ from fastapi import Header, Request
 from fnbus import identity as ident
 from fnbus.errors import Forbidden, Unauthorized
 from fnbus.permissions import INVOKE_SCOPE, Permission, allowed, parse_roles
-from services.gateway.registry_client import RegistryClient
+from services.gateway.internal_client import InternalClient
 
 KEY_CACHE_TTL_S = 2.0
 KEY_CACHE_MAX = 10_000
@@ -32,7 +32,7 @@ SCOPE_PERMISSIONS = {INVOKE_SCOPE: {Permission.LAMBDA_INVOKE, Permission.LAMBDA_
 
 
 class Authenticator:
-    def __init__(self, registry: RegistryClient, jwt_secret: str) -> None:
+    def __init__(self, registry: InternalClient, jwt_secret: str) -> None:
         self.registry = registry
         self.jwt_secret = jwt_secret
         self._cache: dict[str, tuple[float, ident.Identity]] = {}

@@ -12,6 +12,7 @@ even a single target asynchronous.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,21 +25,17 @@ from fnbus.permissions import Permission as P
 from fnbus.retry import RetryPolicyUpdate
 from fnbus.schemas import ErrorCode, Header, InvocationOutcome, InvocationResult, new_id
 from services.gateway.auth import require
+from services.gateway.internal_client import InternalClient
 from services.gateway.invoke import REPLY_GRACE_S, Invocations, _lp_error, _ours
-from services.gateway.management import ERRORS, _forward
-from services.gateway.registry_client import RegistryClient
+from services.gateway.management import _forward
+from services.gateway.routes import operation
 
 router = APIRouter()
 ACC = "/api/v1/accounts/{account_id}"
 LP_ACC = "/api/account/{accountId}"
 
 
-def op(method: str, path: str, permission: P, *, status_code: int = 200, summary: str = "",
-       more: str = "", tags: list[Any] | None = None) -> Any:
-    return router.api_route(
-        path, methods=[method], status_code=status_code, responses=ERRORS, summary=summary or None,
-        description=f"Requires permission `{permission.value}`. {more}".strip(),
-        openapi_extra={"x-permission": permission.value}, tags=tags)
+op = functools.partial(operation, router)
 
 
 class EventInvokeBody(BaseModel):
@@ -55,7 +52,7 @@ async def _invoke_by_event(request: Request, who: Identity, account_id: str, eve
                            ) -> tuple[dict[str, Any], InvocationResult | None]:
     """Ask the registry to route; wait for the result when it ran one lambda synchronously."""
     inv: Invocations = request.app.state.invocations
-    registry: RegistryClient = request.app.state.registry
+    registry: InternalClient = request.app.state.registry
     activation_id = new_id() if sync else None
     # Expect the reply before the request exists: a warm lambda can answer within milliseconds.
     future = inv.replies.expect(activation_id) if activation_id else None
@@ -146,7 +143,7 @@ async def is_implemented(account_id: str, event_id: str, request: Request,
 async def lp_is_implemented(accountId: str, eventId: str, request: Request,  # noqa: N803
                             who: Identity = Depends(require(P.LAMBDA_READ)),
                             v: str = "1") -> JSONResponse:
-    registry: RegistryClient = request.app.state.registry
+    registry: InternalClient = request.app.state.registry
     try:
         body = await registry.call(
             "GET", f"/internal/accounts/{accountId}/events/{eventId}/isImplemented", identity=who)

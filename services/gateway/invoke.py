@@ -35,7 +35,7 @@ from fnbus.schemas import (
     LambdaChange,
 )
 from services.gateway.auth import require
-from services.gateway.management import ERRORS
+from services.gateway.routes import ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ and in its dependency; tests walk the route table to check both agree.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -17,7 +18,6 @@ from fnbus.api_models import (
     DeploymentOut,
     DomainCreate,
     DomainOut,
-    ErrorOut,
     EventOut,
     LambdaCreate,
     LambdaOut,
@@ -36,38 +36,16 @@ from fnbus.errors import NotFound
 from fnbus.identity import Identity
 from fnbus.permissions import Permission as P
 from services.gateway.auth import require
-from services.gateway.registry_client import RegistryClient
+from services.gateway.routes import forward, operation
 
 router = APIRouter(prefix="/api/v1")
 ACC = "/accounts/{account_id}"
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 503)
-}
-
-
-def op(method: str, path: str, permission: P, *, status_code: int = 200,
-       response_model: Any = None, summary: str = "") -> Any:
-    return router.api_route(
-        path, methods=[method], status_code=status_code, response_model=response_model,
-        responses=ERRORS, summary=summary or None,
-        description=f"Requires permission `{permission.value}`.",
-        openapi_extra={"x-permission": permission.value},
-    )
-
-
-def _registry(request: Request) -> RegistryClient:
-    return request.app.state.registry
-
-
-def _internal(request: Request) -> str:
-    return "/internal" + request.url.path.removeprefix("/api/v1")
+op = functools.partial(operation, router)
 
 
 async def _forward(request: Request, identity: Identity, body: Any = None,
                    params: dict[str, Any] | None = None) -> Response:
-    json = body.model_dump(mode="json", exclude_unset=True) if body is not None else None
-    return await _registry(request).forward(request.method, _internal(request), identity=identity,
-                                            json=json, params=params)
+    return await forward(request.app.state.registry, request, identity, body, params)
 
 
 # -- account ---------------------------------------------------------------------------

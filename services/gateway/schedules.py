@@ -7,23 +7,19 @@ and the permission, validates the body's shape and passes the answer through.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fnbus.config import Settings
-from fnbus.errors import UpstreamUnavailable
 from fnbus.identity import Identity
 from fnbus.permissions import Permission as P
 from services.gateway.auth import require
-from services.gateway.management import ERRORS
+from services.gateway.routes import forward, operation
 
 router = APIRouter(prefix="/api/v1")
 SCHEDULES = "/accounts/{account_id}/schedules"
-SCHEDULER_TIMEOUT_S = 30.0
 
 
 class ScheduleCreate(BaseModel):
@@ -75,40 +71,12 @@ class PreviewOut(BaseModel):
     next: list[str]
 
 
-def scheduler_url(settings: Settings) -> str:
-    """Settings has no scheduler URL of its own: the scheduler listens on its port."""
-    return settings.url_of("scheduler")
-
-
-def op(method: str, path: str, permission: P, *, status_code: int = 200,
-       response_model: Any = None, summary: str = "") -> Any:
-    return router.api_route(
-        path, methods=[method], status_code=status_code, response_model=response_model,
-        responses=ERRORS, summary=summary or None,
-        description=f"Requires permission `{permission.value}`.",
-        openapi_extra={"x-permission": permission.value},
-    )
+op = functools.partial(operation, router)
 
 
 async def _forward(request: Request, identity: Identity, body: BaseModel | None = None,
                    params: dict[str, Any] | None = None) -> Response:
-    settings: Settings = request.app.state.settings
-    path = "/internal" + request.url.path.removeprefix("/api/v1")
-    json = body.model_dump(mode="json", exclude_unset=True) if body is not None else None
-    # A client per call: management traffic is light, and nothing outlives the request.
-    async with httpx.AsyncClient(
-        base_url=scheduler_url(settings), timeout=SCHEDULER_TIMEOUT_S,
-        headers={"Authorization": f"Bearer {settings.service_token}"},
-    ) as client:
-        try:
-            response = await client.request(request.method, path, json=json, params=params,
-                                            headers=identity.headers())
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"scheduler unavailable: {type(exc).__name__}",
-                                      code="scheduler_unavailable") from None
-    if response.status_code == 204 or not response.content:
-        return Response(status_code=response.status_code)
-    return JSONResponse(response.json(), status_code=response.status_code)
+    return await forward(request.app.state.scheduler, request, identity, body, params)
 
 
 @op("POST", SCHEDULES + "/preview", P.SCHEDULE_READ, response_model=PreviewOut,

@@ -249,8 +249,10 @@ def test_environment_points_at_compose_hosts(services: dict[str, Any], name: str
     assert env["FNBUS_DATABASE_URL"] == "postgresql://fnbus:fnbus@postgres:5432/fnbus"
     assert env["FNBUS_REGISTRY_URL"] == f"http://registry:{DEFAULT_PORTS['registry']}"
     assert env["FNBUS_LOG_INGEST_URL"] == f"http://log-ingest:{DEFAULT_PORTS['log_ingest']}"
+    assert env["FNBUS_SCHEDULER_URL"] == f"http://scheduler:{DEFAULT_PORTS['scheduler']}"
     assert env["FNBUS_BIND_HOST"] == "0.0.0.0"
-    for url_var in ("FNBUS_REGISTRY_URL", "FNBUS_LOG_INGEST_URL", "FNBUS_DATABASE_URL"):
+    for url_var in ("FNBUS_REGISTRY_URL", "FNBUS_LOG_INGEST_URL", "FNBUS_SCHEDULER_URL",
+                    "FNBUS_DATABASE_URL"):
         host = urlsplit(env[url_var]).hostname
         assert host in services and "_" not in host, url_var
 

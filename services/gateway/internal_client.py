@@ -1,4 +1,4 @@
-"""The gateway's HTTP client for the registry's internal API."""
+"""The gateway's HTTP client for the internal APIs of the registry and the scheduler."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from fnbus.errors import UpstreamUnavailable, from_body
 from fnbus.identity import Identity
 
 
-class RegistryClient:
+class InternalClient:
     """Forwards management calls with the service token and the caller's identity."""
 
-    def __init__(self, base_url: str, service_token: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, service_token: str, timeout_s: float = 30.0,
+                 name: str = "registry") -> None:
+        self.name = name
         self._client = httpx.AsyncClient(
             base_url=base_url, timeout=timeout_s,
             headers={"Authorization": f"Bearer {service_token}"},
@@ -31,11 +33,11 @@ class RegistryClient:
             return await self._client.request(method, path, json=json, params=params,
                                               headers=headers)
         except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"registry unavailable: {type(exc).__name__}",
-                                      code="registry_unavailable") from None
+            raise UpstreamUnavailable(f"{self.name} unavailable: {type(exc).__name__}",
+                                      code=f"{self.name}_unavailable") from None
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Return the decoded body of a 2xx answer; raise the registry's error otherwise."""
+        """Return the decoded body of a 2xx answer; raise the service's error otherwise."""
         response = await self.request(method, path, **kwargs)
         body = response.json() if response.content else None
         if response.status_code >= 400:
@@ -43,7 +45,7 @@ class RegistryClient:
         return body
 
     async def forward(self, method: str, path: str, **kwargs: Any) -> Response:
-        """Pass the registry's answer (status and body) through unchanged."""
+        """Pass the service's answer (status and body) through unchanged."""
         response = await self.request(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return Response(status_code=response.status_code)
