@@ -297,3 +297,38 @@ async def test_log_limit_marks_truncation(tenant: Account) -> None:
     assert messages[:10] == [f"line {i}" for i in range(10)]
     assert len(messages) == 11 and body["logs"][10]["level"] == "warn"
     assert "limit" in messages[10].lower() and "5" in messages[10]
+
+
+async def test_declared_dependencies_are_installed_into_the_image(tenant: Account) -> None:
+    """npm and PyPI packages are installed at deploy time (the container has no network)."""
+    node_code = ("function lambda(input, callback) {\n"
+                 "  const isNumber = require('is-number');\n"
+                 "  callback(null, [isNumber(input.payload.a), isNumber(input.payload.b)]);\n}\n")
+    node_id = await deploy(tenant, "with-npm-dep", node_code, dependencies={"is-number": "7.0.0"},
+                           timeout_s=180)
+    r = await invoke(tenant, node_id, {"a": "42", "b": "forty-two"})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == [True, False]
+
+    py_code = "import six\n\ndef handler(input):\n    return six.__version__\n"
+    py_id = await deploy(tenant, "with-pip-dep", py_code, runtime="python",
+                         dependencies={"six": "1.16.0"}, timeout_s=180)
+    r = await invoke(tenant, py_id, {})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == "1.16.0"
+
+
+async def test_unknown_dependency_fails_the_deployment(tenant: Account) -> None:
+    async with tenant.client() as c:
+        r = await c.post("/lambdas", json={
+            "name": "bad-dep", "code": "function lambda(input, callback) { callback(null, 1); }\n",
+            "dependencies": {"fnbus-no-such-package-7f3a": "1.0.0"}})
+        lambda_id = r.json()["id"]
+        await c.post(f"/lambdas/{lambda_id}/deployments")
+
+        async def failed() -> dict | None:
+            body = (await c.get(f"/lambdas/{lambda_id}")).json()
+            return body if body["deployment_state"] == "Failed" else None
+
+        body = await eventually(failed, timeout_s=180, what="Failed deployment")
+        assert "dependencies" in body["deployment_cause"]
