@@ -44,6 +44,16 @@ def _key(key: str | bytes | None) -> bytes | None:
     return key.encode()
 
 
+def consumer_alive(consumer: AIOKafkaConsumer | None) -> bool:
+    """Health check: the consumer is started and knows at least one live broker."""
+    if consumer is None:
+        return False
+    try:
+        return bool(consumer._client.cluster.brokers())
+    except KafkaError:
+        return False
+
+
 class Producer:
     def __init__(self, bootstrap: str, *, client_id: str = "fnbus", linger_ms: int = 0) -> None:
         self._bootstrap = bootstrap
@@ -174,12 +184,7 @@ class Consumer:
             await consumer.stop()
 
     async def ping(self) -> bool:
-        if self._consumer is None:
-            return False
-        try:
-            return bool(self._consumer._client.cluster.brokers())
-        except KafkaError:
-            return False
+        return consumer_alive(self._consumer)
 
     async def run(self, handler: Handler) -> None:
         """Consume until :meth:`stop`; commit each record after its handler returned."""

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from fnbus.kafka import consumer_alive
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ConsumerRecord], Awaitable[None]]
@@ -75,7 +77,7 @@ class Dispatcher(ConsumerRebalanceListener):
         await self._consumer.start()
 
     async def ping(self) -> bool:
-        return self._consumer is not None and bool(self._consumer._client.cluster.brokers())
+        return consumer_alive(self._consumer)
 
     def request_stop(self) -> None:
         self._stopping.set()

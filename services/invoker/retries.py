@@ -39,7 +39,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
-from fnbus.kafka import Producer
+from fnbus.kafka import Producer, consumer_alive
 from fnbus.retry import Action, Decision, RetryPolicy, decide, default_policy, delay_topic_s
 from fnbus.schemas import (
     DeadLetter,
@@ -188,7 +188,7 @@ class RetryRelay(ConsumerRebalanceListener):
         await self._consumer.start()
 
     async def ping(self) -> bool:
-        return self._consumer is not None and bool(self._consumer._client.cluster.brokers())
+        return consumer_alive(self._consumer)
 
     def request_stop(self) -> None:
         self._stopping.set()
