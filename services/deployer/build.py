@@ -51,14 +51,21 @@ def content_digest(request: DeployRequest, base_image_id: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def dockerfile(runtime: Runtime, has_deps: bool) -> str:
-    lines = ["ARG BASE_IMAGE", "FROM ${BASE_IMAGE}", "ARG LAMBDA_ID", "ARG VERSION", "ARG DIGEST",
-             f'LABEL {LABEL_LAMBDA}="${{LAMBDA_ID}}" {LABEL_VERSION}="${{VERSION}}" '
-             f'{LABEL_DIGEST}="${{DIGEST}}"',
+def dockerfile(request: DeployRequest, digest: str) -> str:
+    """The version's Dockerfile. Its first step after FROM is unique to this version.
+
+    Labels are written literally (not as ``ARG`` steps, which are identical for every
+    lambda of a runtime): a build then never shares an intermediate image with another
+    lambda's build, so undeploying one lambda (which removes its images and their
+    untagged parents) cannot pull a cached layer from under a concurrent build.
+    """
+    labels = {LABEL_LAMBDA: request.lambda_id, LABEL_VERSION: str(request.version), LABEL_DIGEST: digest}
+    lines = ["ARG BASE_IMAGE", "FROM ${BASE_IMAGE}",
+             "LABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items()),
              "COPY code/ /opt/fnbus/code/"]
-    if has_deps and runtime is Runtime.NODEJS:
+    if request.dependencies and request.runtime is Runtime.NODEJS:
         lines.append("COPY deps/node_modules/ /opt/fnbus/node_modules/")
-    elif has_deps:
+    elif request.dependencies:
         lines += ["COPY deps/ /opt/fnbus/deps/", "ENV PYTHONPATH=/opt/fnbus/deps"]
     return "\n".join(lines) + "\n"
 
@@ -133,17 +140,19 @@ class Builder:
             (code_dir / name).write_text(request.code)
             if request.dependencies:
                 await install_dependencies(request, root / "deps")
-            (root / "Dockerfile").write_text(dockerfile(request.runtime, bool(request.dependencies)))
+            (root / "Dockerfile").write_text(dockerfile(request, digest))
             context = _context_tar(root)
-            await asyncio.to_thread(self._docker_build, context, tag, {
-                "BASE_IMAGE": self.runtime_images[request.runtime.value],
-                "LAMBDA_ID": request.lambda_id, "VERSION": str(request.version), "DIGEST": digest})
+            await asyncio.to_thread(self._docker_build, context, tag,
+                                    {"BASE_IMAGE": self.runtime_images[request.runtime.value]})
         return Artifact(tag, reused=False)
 
     def _docker_build(self, context: io.BytesIO, tag: str, args: dict[str, str]) -> None:
         try:
             self.client.images.build(fileobj=context, custom_context=True, tag=tag, buildargs=args,
-                                     rm=True, forcerm=True, network_mode="none", pull=False)
+                                     rm=True, forcerm=True, network_mode="none", pull=False,
+                                     # An identical version is reused before building (_existing);
+                                     # the cache could only hand out another lambda's layers.
+                                     nocache=True)
         except (BuildError, APIError, DockerException) as exc:
             raise BuildFailed(f"image build failed: {exc}") from exc
 
