@@ -1,4 +1,4 @@
-"""Request and response bodies of the management API (gateway ↔ registry).
+"""Request and response bodies of the management API (gateway ↔ registry, gateway ↔ scheduler).
 
 The gateway validates with these models and publishes them in /openapi.json; the
 registry validates again, because it trusts the gateway's identity but not its
@@ -8,7 +8,7 @@ bodies.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -248,3 +248,59 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# -- schedules (gateway ↔ scheduler) ------------------------------------------------------
+
+SCHEDULE_PREVIEW_DEFAULT = 5
+SCHEDULE_PREVIEW_MAX = 50
+
+
+class ScheduleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lambda_id: str = Field(description="a Productive (or Modified) lambda of the account")
+    cron: str = Field(description='five fields, UTC, at most once a minute, e.g. "*/5 * * * *"')
+    payload: Any = Field(default=None, description="the lambda's input payload; ≤ 8,000 "
+                                                   "characters as JSON")
+    enabled: bool = True
+
+
+class ScheduleUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lambda_id: str | None = None
+    cron: str | None = None
+    payload: Any = Field(default=None, description="applied only when present (null is a value)")
+    enabled: bool | None = None
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    account_id: str
+    lambda_id: str
+    lambda_name: str | None = Field(description="None once the lambda is gone")
+    cron: str
+    payload: Any
+    enabled: bool
+    next_invocation_ms: int | None = Field(description="next due minute, UTC epoch ms; None while disabled")
+    last_invocation_ms: int | None = Field(description="due minute of the last fire")
+    last_state: Literal["success", "failure"] | None = Field(
+        description="result of the last finished invocation")
+    last_outcome: str | None = Field(description="SUCCEEDED, CODING_FAILURE, PLATFORM_FAILURE, TIMEOUT, UNKNOWN")
+    last_error: dict[str, Any] | None
+    last_activation_id: str | None
+    last_run_ms: int | None = Field(description="when the invocation whose result is shown started")
+    created_ms: int
+    updated_ms: int
+
+
+class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str
+    count: int = Field(default=SCHEDULE_PREVIEW_DEFAULT, ge=1, le=SCHEDULE_PREVIEW_MAX)
+    after_ms: int | None = Field(default=None, description="default: now")
+
+
+class PreviewOut(BaseModel):
+    cron: str = Field(description="normalised")
+    next_ms: list[int] = Field(description="next run times, UTC epoch ms")
+    next: list[str] = Field(description="the same as ISO 8601 UTC")

@@ -8,11 +8,12 @@ and the permission, validates the body's shape and passes the answer through.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from fnbus.api_models import PreviewIn, PreviewOut, ScheduleCreate, ScheduleOut, ScheduleUpdate
 from fnbus.identity import Identity
 from fnbus.permissions import Permission as P
 from services.gateway.auth import require
@@ -20,55 +21,6 @@ from services.gateway.routes import forward, operation
 
 router = APIRouter(prefix="/api/v1")
 SCHEDULES = "/accounts/{account_id}/schedules"
-
-
-class ScheduleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    lambda_id: str = Field(description="a Productive (or Modified) lambda of the account")
-    cron: str = Field(description='five fields, UTC, at most once a minute, e.g. "*/5 * * * *"')
-    payload: Any = Field(default=None, description="the lambda's input payload; ≤ 8,000 "
-                                                   "characters as JSON")
-    enabled: bool = True
-
-
-class ScheduleUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    lambda_id: str | None = None
-    cron: str | None = None
-    payload: Any = Field(default=None, description="applied only when present (null is a value)")
-    enabled: bool | None = None
-
-
-class ScheduleOut(BaseModel):
-    id: str
-    account_id: str
-    lambda_id: str
-    lambda_name: str | None
-    cron: str
-    payload: Any
-    enabled: bool
-    next_invocation_ms: int | None = Field(description="next due minute, UTC epoch ms")
-    last_invocation_ms: int | None = Field(description="due minute of the last fire")
-    last_state: Literal["success", "failure"] | None
-    last_outcome: str | None
-    last_error: dict[str, Any] | None
-    last_activation_id: str | None
-    last_run_ms: int | None
-    created_ms: int
-    updated_ms: int
-
-
-class PreviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cron: str
-    count: int = Field(default=5, ge=1, le=50)
-    after_ms: int | None = None
-
-
-class PreviewOut(BaseModel):
-    cron: str
-    next_ms: list[int]
-    next: list[str]
 
 
 op = functools.partial(operation, router)

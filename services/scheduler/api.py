@@ -12,17 +12,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from fnbus.internal_api import Who, require_service
-from services.scheduler import cron
-from services.scheduler.clock import Clock
-from services.scheduler.models import (
+from fnbus.api_models import (
+    SCHEDULE_PREVIEW_DEFAULT,
+    SCHEDULE_PREVIEW_MAX,
     PreviewIn,
     PreviewOut,
     ScheduleCreate,
     ScheduleOut,
     ScheduleUpdate,
 )
-from services.scheduler.options import PREVIEW_DEFAULT, PREVIEW_MAX
+from fnbus.internal_api import Who, require_service
+from services.scheduler import cron
+from services.scheduler.clock import Clock
 from services.scheduler.store import Schedules
 
 
@@ -50,7 +51,7 @@ async def preview_post(who: Who, body: PreviewIn, request: Request) -> PreviewOu
 
 @router.get(BASE + "/preview", response_model=PreviewOut)
 async def preview_get(who: Who, request: Request, cron_expr: Annotated[str, Query(alias="cron")],
-                      count: Annotated[int, Query(ge=1, le=PREVIEW_MAX)] = PREVIEW_DEFAULT,
+                      count: Annotated[int, Query(ge=1, le=SCHEDULE_PREVIEW_MAX)] = SCHEDULE_PREVIEW_DEFAULT,
                       after_ms: int | None = None) -> PreviewOut:
     return _preview(request.app.state.clock, cron_expr, count, after_ms)
 

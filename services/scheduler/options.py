@@ -9,8 +9,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_PAYLOAD_CHARS = 8_000  # the original platform's limit on a schedule's payload
 MAX_SCHEDULED_LAMBDAS = 10  # distinct lambdas with schedules, per account
-PREVIEW_DEFAULT = 5
-PREVIEW_MAX = 50
 
 
 class SchedulerOptions(BaseSettings):

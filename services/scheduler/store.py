@@ -25,12 +25,12 @@ from typing import Any
 
 import asyncpg
 
+from fnbus.api_models import ScheduleCreate, ScheduleOut, ScheduleUpdate
 from fnbus.errors import Conflict, NotFound, Unprocessable
 from fnbus.lambda_cache import LambdaCache
 from fnbus.schemas import ActivationRecord, InvocationOutcome, LambdaChange, LambdaState
 from services.scheduler import cron
 from services.scheduler.clock import Clock
-from services.scheduler.models import ScheduleCreate, ScheduleOut, ScheduleUpdate
 from services.scheduler.options import MAX_PAYLOAD_CHARS, MAX_SCHEDULED_LAMBDAS, SchedulerOptions
 
 log = logging.getLogger(__name__)
