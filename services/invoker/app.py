@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -32,6 +33,15 @@ def _ordering_key(record: ConsumerRecord) -> str | None:
         if name == "fnbus-order-key" and value:
             return f"{record.key!r}/{value.decode()}"
     return None
+
+
+def _account_of(record: ConsumerRecord) -> str | None:
+    """The account a request belongs to: each gets a fair share of the invoker."""
+    try:
+        account = json.loads(record.value).get("account_id")
+    except (ValueError, AttributeError, TypeError):
+        return None  # malformed; the handler logs and drops it
+    return account if isinstance(account, str) else None
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -102,7 +112,8 @@ def create_app(settings: Settings) -> FastAPI:
             tasks.spawn(retire(), "retire-versions")
             dispatcher = Dispatcher(
                 settings.kafka_bootstrap, [topics.invocations], group_id=topics.group("invoker"),
-                handler=invoker.handle_record, key_of=_ordering_key,
+                handler=invoker.handle_record, key_of=_ordering_key, group_of=_account_of,
+                max_per_group=settings.max_concurrent_per_account,
                 max_in_flight=settings.max_containers * 2, client_id=instance,
                 drain_timeout_s=settings.lambda_timeout_ms / 1000 + 10)
             await dispatcher.start()
