@@ -49,7 +49,7 @@ from fnbus.schemas import (
 from fnbus.topics import Topics
 from services.invoker.manager import Code, ContainerPool
 from services.invoker.pool import VersionKey
-from services.invoker.proxy import InitFailed, ProxyError
+from services.invoker.proxy import ContainerProxy, InitFailed, ProxyError
 from services.invoker.retries import EVENT_LAG, Retries
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ DURATION = Histogram("fnbus_invocation_duration_seconds", "Time from pick-up to 
 
 
 RECENT_ACTIVATIONS = 50_000
+# A container that fails before the code ran (a pre-warmed one found dead, a start the
+# engine refused) is replaced this many times before the call fails with a platform error.
+PLACEMENT_ATTEMPTS = 3
+REPLACED = Counter("fnbus_container_replacements_total",
+                   "Calls placed again because their container failed before the code ran")
 DUPLICATES = Counter("fnbus_duplicate_requests_total", "Redelivered requests skipped", ["source"])
 
 
@@ -195,6 +200,24 @@ class Invoker:
             else self.runtime_images[runtime]
         return version, runtime, image
 
+    async def _place(self, request: InvocationRequest, key: VersionKey, runtime: str,
+                     image: str) -> tuple[ContainerProxy, bool]:
+        """A container initialised with the version's code; failures before the code ran are retried."""
+        for attempt in range(1, PLACEMENT_ATTEMPTS + 1):
+            try:
+                return await self.pool.acquire(
+                    key, runtime, image,
+                    lambda: self._load_code(key.account_id, key.lambda_id, key.version))
+            except InitFailed:
+                raise  # the lambda's own code failed to load: placing it again changes nothing
+            except (ProxyError, ContainerError) as exc:
+                if attempt == PLACEMENT_ATTEMPTS:
+                    raise
+                REPLACED.inc()
+                log.warning("container failed before the code ran; placing the call again: %s", exc,
+                            extra={"activation_id": request.activation_id, "attempt": attempt})
+        raise AssertionError("unreachable")
+
     async def execute(self, request: InvocationRequest
                       ) -> tuple[InvocationResult, ActivationRecord, list[LogEntry]]:
         started_ms = now_ms()
@@ -209,9 +232,7 @@ class Invoker:
         try:
             version, runtime, image = self._target(request)
             key = VersionKey(request.account_id, request.lambda_id, version)
-            proxy, cold = await self.pool.acquire(
-                key, runtime, image,
-                lambda: self._load_code(request.account_id, request.lambda_id, version))
+            proxy, cold = await self._place(request, key, runtime, image)
             try:
                 outcome_ = await proxy.run(request.activation_id, self._input(request), timeout_s)
             finally:
@@ -247,7 +268,7 @@ class Invoker:
         except (ProxyError, ContainerError, httpx.HTTPError) as exc:
             outcome = InvocationOutcome.PLATFORM_FAILURE
             error = InvocationError(code=ErrorCode.PLATFORM, message=f"platform failure: {exc}")
-            log.warning("invocation failed on the platform side",
+            log.warning("invocation failed on the platform side: %s", exc,
                         extra={"activation_id": request.activation_id, "error": str(exc)})
         finished_ms = now_ms()
         duration_ms = int(run.duration_ms) if run is not None else finished_ms - started_ms
