@@ -61,8 +61,9 @@ DURATION = Histogram("fnbus_invocation_duration_seconds", "Time from pick-up to 
 
 
 RECENT_ACTIVATIONS = 50_000
-# A container that fails before the code ran (a pre-warmed one found dead, a start the
-# engine refused) is replaced this many times before the call fails with a platform error.
+# A call whose placement fails before the code ran (a pre-warmed container found dead, a
+# start the engine refused, the registry not answering for the code) is placed this many
+# times before it fails with a platform error.
 PLACEMENT_ATTEMPTS = 3
 REPLACED = Counter("fnbus_container_replacements_total",
                    "Calls placed again because their container failed before the code ran")
@@ -210,7 +211,7 @@ class Invoker:
                     lambda: self._load_code(key.account_id, key.lambda_id, key.version))
             except InitFailed:
                 raise  # the lambda's own code failed to load: placing it again changes nothing
-            except (ProxyError, ContainerError) as exc:
+            except (ProxyError, ContainerError, httpx.HTTPError) as exc:  # incl. loading the code
                 if attempt == PLACEMENT_ATTEMPTS:
                     raise
                 REPLACED.inc()
