@@ -118,7 +118,7 @@ class KafkaFloor:
     produce_ack_ms: list[float] = field(default_factory=list)
 
 
-async def kafka_floor(bootstrap: str, *, round_trips: int, fetch_max_wait_ms: int = 5) -> KafkaFloor:
+async def kafka_floor(bootstrap: str, *, round_trips: int, fetch_max_wait_ms: int = 200) -> KafkaFloor:
     """Sequential produce→consume round trips on a one-partition ``bench.*`` topic.
 
     The consumer mirrors the gateway's reply reader: no group, the partition

@@ -614,7 +614,7 @@ async def floors_part(settings: Settings, home: Path, plan: Plan, figures: list[
             "floor_kafka_rt", S_FLOORS, "Kafka produce→consume (one hop)", ks, "ms",
             "fnbus.kafka.Producer + AIOKafkaConsumer", which=("p50", "p99"),
             note=f"topic {kf.topic}; producer acks=all, idempotent, linger 0; consumer as the gateway's reply "
-                 "reader (assigned partition, fetch_max_wait 5 ms)",
+                 "reader (assigned partition, fetch_max_wait 200 ms)",
             details={"produce_ack_ms": summarize(kf.produce_ack_ms).to_dict()})
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc(file=sys.stderr)

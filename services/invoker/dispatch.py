@@ -97,7 +97,7 @@ class Dispatcher(ConsumerRebalanceListener):
             raise RuntimeError("dispatcher already started")
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=self._group_id, client_id=self._client_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=20,
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=200,
             max_poll_records=200, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
             max_poll_interval_ms=300_000)
         self._consumer.subscribe(self._topics, listener=self)
