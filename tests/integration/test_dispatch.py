@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -13,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from fnbus.config import Settings
 from fnbus.kafka import Producer
 from fnbus.topics import TopicSpec, ensure_topics
-from services.invoker.dispatch import Dispatcher
+from services.invoker.dispatch import Dispatcher, Handler
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -40,6 +43,22 @@ async def produce(settings: Settings, topic: str, records: list[dict[str, object
             await producer.send(topic, json.dumps(record).encode(), key=str(record.get("k", "")))
 
 
+@contextlib.asynccontextmanager
+async def running(settings: Settings, topic: str, group: str, handler: Handler,
+                  **options: Any) -> AsyncIterator[Dispatcher]:
+    """A dispatcher consuming ``topic`` until the block ends; then stopped as the invoker stops it."""
+    dispatcher = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=handler,
+                            group_of=group_of, **options)
+    await dispatcher.start()
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.request_stop()
+        await asyncio.wait_for(task, timeout=60)
+        await dispatcher.stop()
+
+
 async def committed(settings: Settings, topic: str, group: str) -> int | None:
     return await _committed(settings, TopicPartition(topic, 0), group)
 
@@ -51,39 +70,31 @@ async def test_a_flooding_account_leaves_slots_for_the_others(settings: Settings
     await produce(settings, topic, [{"g": "flood", "n": n} for n in range(30)]
                   + [{"g": "quiet", "n": n} for n in range(3)])
     release = asyncio.Event()
-    running = {"flood": 0, "quiet": 0}
+    active = {"flood": 0, "quiet": 0}
     peak = {"flood": 0, "quiet": 0}
     done: list[tuple[str, int]] = []
 
     async def handler(record: ConsumerRecord) -> None:
         body = json.loads(record.value)
-        running[body["g"]] += 1
-        peak[body["g"]] = max(peak[body["g"]], running[body["g"]])
+        active[body["g"]] += 1
+        peak[body["g"]] = max(peak[body["g"]], active[body["g"]])
         if body["g"] == "flood":
             await release.wait()  # slow work: holds its slot until released
-        running[body["g"]] -= 1
+        active[body["g"]] -= 1
         done.append((body["g"], body["n"]))
 
-    dispatcher = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=handler,
-                            group_of=group_of, max_per_group=4, max_in_flight=8)
-    await dispatcher.start()
-    run = asyncio.create_task(dispatcher.run())
-    try:
+    async with running(settings, topic, group, handler, max_per_group=4, max_in_flight=8):
         # The quiet account runs although 30 slow flood records came before it.
         await eventually(lambda: _async([g for g, _ in done if g == "quiet"] == ["quiet"] * 3),
                          timeout_s=30, what="the quiet account's records")
         assert not any(g == "flood" for g, _ in done)
-        assert running["flood"] == 4  # its share, not all 8 slots
+        assert active["flood"] == 4  # its share, not all 8 slots
         release.set()
         await eventually(lambda: _async(len(done) == 33), timeout_s=30, what="all records")
         assert peak["flood"] == 4
         # The flood ran in offset order through its backlog.
         assert [n for g, n in done if g == "flood"] == list(range(30))
         assert await _committed_eventually(settings, topic, group, 33)
-    finally:
-        dispatcher.request_stop()
-        await asyncio.wait_for(run, timeout=30)
-        await dispatcher.stop()
 
 
 async def test_order_per_key_holds_with_a_backlog(settings: Settings) -> None:
@@ -98,19 +109,11 @@ async def test_order_per_key_holds_with_a_backlog(settings: Settings) -> None:
         await asyncio.sleep(random.uniform(0, 0.02))
         seen.setdefault(body["k"], []).append(body["n"])
 
-    dispatcher = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=handler,
-                            key_of=key_of, group_of=group_of, max_per_group=2, max_in_flight=8)
-    await dispatcher.start()
-    run = asyncio.create_task(dispatcher.run())
-    try:
+    async with running(settings, topic, group, handler, key_of=key_of, max_per_group=2, max_in_flight=8):
         await eventually(lambda: _async(sum(map(len, seen.values())) == 24), timeout_s=30, what="all records")
         for k, ns in seen.items():
             assert ns == sorted(ns), f"{k} ran out of order: {ns}"
         assert await _committed_eventually(settings, topic, group, 24)
-    finally:
-        dispatcher.request_stop()
-        await asyncio.wait_for(run, timeout=30)
-        await dispatcher.stop()
 
 
 async def test_waiting_records_are_not_committed_on_stop_and_come_back(settings: Settings) -> None:
@@ -126,16 +129,11 @@ async def test_waiting_records_are_not_committed_on_stop_and_come_back(settings:
         await release.wait()
         first_run.append(json.loads(record.value)["n"])
 
-    dispatcher = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=slow,
-                            group_of=group_of, max_per_group=1, max_in_flight=8)
-    await dispatcher.start()
-    run = asyncio.create_task(dispatcher.run())
-    await asyncio.wait_for(started.wait(), timeout=30)
-    await asyncio.sleep(0.5)  # the other four are fetched and wait in the backlog
-    dispatcher.request_stop()
-    release.set()
-    await asyncio.wait_for(run, timeout=30)
-    await dispatcher.stop()
+    async with running(settings, topic, group, slow, max_per_group=1, max_in_flight=8) as dispatcher:
+        await asyncio.wait_for(started.wait(), timeout=30)
+        await asyncio.sleep(0.5)  # the other four are fetched and wait in the backlog
+        dispatcher.request_stop()
+        release.set()
     assert first_run == [0]  # the running record finished; the waiting ones did not start
     assert await committed(settings, topic, group) == 1
 
@@ -144,17 +142,9 @@ async def test_waiting_records_are_not_committed_on_stop_and_come_back(settings:
     async def quick(record: ConsumerRecord) -> None:
         second_run.append(json.loads(record.value)["n"])
 
-    again = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=quick,
-                       group_of=group_of, max_per_group=1)
-    await again.start()
-    run = asyncio.create_task(again.run())
-    try:
+    async with running(settings, topic, group, quick, max_per_group=1):
         await eventually(lambda: _async(len(second_run) == 4), timeout_s=30, what="the four waiting records")
         assert second_run == [1, 2, 3, 4]
-    finally:
-        again.request_stop()
-        await asyncio.wait_for(run, timeout=30)
-        await again.stop()
 
 
 async def test_a_full_backlog_pauses_fetching_and_loses_nothing(settings: Settings) -> None:
@@ -168,11 +158,7 @@ async def test_a_full_backlog_pauses_fetching_and_loses_nothing(settings: Settin
         await release.wait()
         done.append(json.loads(record.value)["n"])
 
-    dispatcher = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=handler,
-                            group_of=group_of, max_per_group=1, max_backlog=5)
-    await dispatcher.start()
-    run = asyncio.create_task(dispatcher.run())
-    try:
+    async with running(settings, topic, group, handler, max_per_group=1, max_backlog=5) as dispatcher:
         # One runs, nine wait: over the limit of five, so fetching pauses …
         await eventually(lambda: _async(dispatcher.waiting == 9 and dispatcher.paused),
                          timeout_s=30, what="a paused dispatcher")
@@ -184,10 +170,6 @@ async def test_a_full_backlog_pauses_fetching_and_loses_nothing(settings: Settin
         assert done == list(range(20))
         await eventually(lambda: _async(not dispatcher.paused), what="fetching resumed")
         assert await _committed_eventually(settings, topic, group, 20)
-    finally:
-        dispatcher.request_stop()
-        await asyncio.wait_for(run, timeout=30)
-        await dispatcher.stop()
 
 
 async def test_a_rebalance_hands_waiting_records_to_the_new_owner(settings: Settings) -> None:
@@ -199,36 +181,26 @@ async def test_a_rebalance_hands_waiting_records_to_the_new_owner(settings: Sett
     ends = await _end_offsets(settings, partitions)
     ran: dict[str, list[int]] = {"first": [], "second": []}
 
-    def dispatcher(name: str) -> Dispatcher:
-        async def handler(record: ConsumerRecord) -> None:
+    def handler(name: str) -> Handler:
+        async def handle(record: ConsumerRecord) -> None:
             await asyncio.sleep(0.2)
             ran[name].append(json.loads(record.value)["n"])
 
-        return Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=handler,
-                          group_of=group_of, max_per_group=1)
+        return handle
 
-    first, second = dispatcher("first"), dispatcher("second")
-    await first.start()
-    runs = [asyncio.create_task(first.run())]
-    try:
+    async with running(settings, topic, group, handler("first"), max_per_group=1) as first:
         await eventually(lambda: _async(len(ran["first"]) >= 2 and first.waiting > 0),
                          timeout_s=30, what="the first dispatcher with a backlog")
-        await second.start()  # takes one of the two partitions, waiting records included
-        runs.append(asyncio.create_task(second.run()))
-        await eventually(lambda: _async(set(ran["first"]) | set(ran["second"]) == set(range(total))),
-                         timeout_s=60, what="every record, once the group rebalanced")
-        assert ran["second"], "the second dispatcher got no partition"
-        for tp in partitions:
-            async def at_end(tp: TopicPartition = tp) -> bool:
-                return await _committed(settings, tp, group) == ends[tp]
+        # The second takes one of the two partitions, waiting records included.
+        async with running(settings, topic, group, handler("second"), max_per_group=1):
+            await eventually(lambda: _async(set(ran["first"]) | set(ran["second"]) == set(range(total))),
+                             timeout_s=60, what="every record, once the group rebalanced")
+            assert ran["second"], "the second dispatcher got no partition"
+            for tp in partitions:
+                async def at_end(tp: TopicPartition = tp) -> bool:
+                    return await _committed(settings, tp, group) == ends[tp]
 
-            await eventually(at_end, timeout_s=20, what=f"{tp} committed to its end")
-    finally:
-        for d in (first, second):
-            d.request_stop()
-        await asyncio.wait_for(asyncio.gather(*runs), timeout=60)
-        await first.stop()
-        await second.stop()
+                await eventually(at_end, timeout_s=20, what=f"{tp} committed to its end")
 
 
 async def _end_offsets(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
