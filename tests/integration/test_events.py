@@ -144,7 +144,7 @@ async def test_skill_filter_and_http_invoke_by_event(settings: Settings, gateway
         assert r.json()["payload"] == {"lp": True}
         r = await c.post(f"{base}/bot_connectors_pre_hook/invoke", params={"v": "1"},
                          json={"headers": [], "payload": {}})
-        assert r.status_code == 404
+        assert r.status_code == 404, r.text
 
 
 async def test_several_lambdas_answer_202(settings: Settings, gateway_url: str, run_id: str

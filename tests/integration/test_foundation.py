@@ -134,7 +134,7 @@ async def _check_health_and_metrics(url: str, name: str) -> None:
         assert body["service"] == name and body["status"] == "ok" and body["checks"], body
         assert all(v == "ok" for v in body["checks"].values())
         metrics = await client.get(f"{url}/metrics")
-        assert metrics.status_code == 200
+        assert metrics.status_code == 200, metrics.text
         assert "fnbus_http_requests_total" in metrics.text
 
 

@@ -54,7 +54,7 @@ async def test_node_hello_world_sync(tenant: Account, hello: str) -> None:
 
 async def test_node_hello_world_async_then_read_back(tenant: Account, hello: str) -> None:
     r = await invoke(tenant, hello, {"name": "later"}, **{"async": "true"})
-    assert r.status_code == 202
+    assert r.status_code == 202, r.text
     activation_id = r.json()["activation_id"]
     async with tenant.client() as c:
         async def record() -> dict | None:
@@ -87,11 +87,11 @@ async def test_callback_error_and_thrown_error(tenant: Account, gateway_url: str
     throwing = await deploy(tenant, "throws", "function lambda(input, callback) {\n"
                                               "  throw new TypeError('boom');\n}\n")
     r = await invoke(tenant, failing, {})
-    assert r.status_code == 502
+    assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "com.liveperson.faas.handler.custom-failure"
     assert r.json()["error"]["message"] == "bad input"
     r = await invoke(tenant, throwing, {})
-    assert r.status_code == 502
+    assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "com.liveperson.faas.handler.runtime-exception"
     assert "boom" in r.json()["error"]["message"]
 
@@ -101,7 +101,7 @@ async def test_callback_error_and_thrown_error(tenant: Account, gateway_url: str
         r = await c.post(f"/api/account/{tenant.id}/lambdas/{failing}/invoke",
                          params={"v": "1", "skillId": "", "externalSystem": ""},
                          json={"timestamp": int(time.time() * 1000), "headers": [], "payload": {}})
-        assert r.status_code == 901
+        assert r.status_code == 901, r.text
         assert r.json() == {"errorCode": "com.liveperson.faas.handler.custom-failure",
                             "errorMsg": "bad input"}
 
@@ -119,7 +119,7 @@ async def test_lp_api_success_and_not_deployed(tenant: Account, hello: str,
                                                      "code": NODE_HELLO})).json()["id"]
         r = await c.post(f"/api/account/{tenant.id}/lambdas/{draft}/invoke", params={"v": "1"},
                          json={"headers": [], "payload": {}})
-        assert r.status_code == 404
+        assert r.status_code == 404, r.text
     r = await invoke(tenant, draft, {})
     assert r.status_code == 409 and r.json()["error"]["code"] == "lambda_not_deployed"
 
@@ -158,7 +158,7 @@ async def test_side_effects_do_not_outlive_the_timeout(tenant: Account) -> None:
             "  setTimeout(() => callback(null, 'too late'), 2500);\n}\n")
     lambda_id = await deploy(tenant, "late-callback", code)
     r = await invoke(tenant, lambda_id, {}, timeout_ms=1000)
-    assert r.status_code == 504
+    assert r.status_code == 504, r.text
     await asyncio.sleep(2.5)
     r = await invoke(tenant, lambda_id, {}, timeout_ms=4000)
     assert r.status_code == 200 and r.json()["result"] == "too late"
@@ -263,9 +263,9 @@ async def test_redeploy_serves_new_code_and_test_invocation(tenant: Account) -> 
         assert r.json()["result"] == "v2"
 
         r = await c.delete(f"/lambdas/{lambda_id}/deployments")
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
         r = await c.post(f"/lambdas/{lambda_id}/test")
-        assert r.status_code == 409
+        assert r.status_code == 409, r.text
 
 
 async def test_invoke_bad_input(tenant: Account, hello: str) -> None:
@@ -274,15 +274,15 @@ async def test_invoke_bad_input(tenant: Account, hello: str) -> None:
                          headers={"content-type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
         r = await c.post(f"/lambdas/{hello}/invoke", json={"headers": "nope"})
-        assert r.status_code == 422
+        assert r.status_code == 422, r.text
         r = await c.post(f"/lambdas/{hello}/invoke", params={"timeout_ms": 999_999}, json={})
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_timeout"
         r = await c.post("/lambdas/00000000-0000-0000-0000-000000000000/invoke", json={})
-        assert r.status_code == 404
+        assert r.status_code == 404, r.text
         r = await c.post(f"/lambdas/{hello}/invoke",
                          content=b'{"payload": "' + b"x" * 1_100_000 + b'"}',
                          headers={"content-type": "application/json"})
-        assert r.status_code == 413
+        assert r.status_code == 413, r.text
 
 
 async def test_log_limit_marks_truncation(tenant: Account) -> None:

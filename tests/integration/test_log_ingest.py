@@ -237,7 +237,7 @@ async def test_activations_and_logs_reach_the_api(
         assert await api_items(client, "/internal/logs", account_id=account, lambda_id="other") == []
 
         one = await client.get(f"/internal/activations/{second.activation_id}", headers=AUTH)
-        assert one.status_code == 200
+        assert one.status_code == 200, one.text
         assert one.json() == second.model_dump(mode="json")
 
         health = await client.get("/healthz")
@@ -270,14 +270,14 @@ async def test_latest_attempt_wins(
         await send_activations(producer, topics, *attempts)
         await eventually(lambda: _n_items(client, "/internal/activations", 3, account_id=account))
         response = await client.get(f"/internal/activations/{act_id}", headers=AUTH)
-        assert response.status_code == 200
+        assert response.status_code == 200, response.text
         assert response.json()["attempt"] == 3
         assert response.json()["outcome"] == "SUCCEEDED"
         # Scoped to an account, another tenant's activation does not exist.
         other = await client.get(
             f"/internal/activations/{act_id}", params={"account_id": "someone-else"}, headers=AUTH
         )
-        assert other.status_code == 404
+        assert other.status_code == 404, other.text
 
 
 async def test_redelivery_never_duplicates(
@@ -358,7 +358,7 @@ async def test_malformed_records_are_skipped(
 async def test_errors_and_auth(ingest_settings: Settings) -> None:
     async with running(ingest_settings) as client:
         unknown = await client.get("/internal/activations/no-such-activation", headers=AUTH)
-        assert unknown.status_code == 404
+        assert unknown.status_code == 404, unknown.text
         assert unknown.json()["error"]["code"] == "not_found"
         assert "message" in unknown.json()["error"]
 
@@ -372,9 +372,9 @@ async def test_errors_and_auth(ingest_settings: Settings) -> None:
 
         # Lists are per account; without one the request is invalid.
         missing = await client.get("/internal/logs", headers=AUTH)
-        assert missing.status_code == 422
+        assert missing.status_code == 422, missing.text
         too_many = await client.get("/internal/logs?account_id=a&limit=100000", headers=AUTH)
-        assert too_many.status_code == 422
+        assert too_many.status_code == 422, too_many.text
 
 
 async def test_restart_loses_nothing(

@@ -42,7 +42,7 @@ async def test_terms_of_use_gate_and_provisioning(settings: Settings, gateway_ur
     account = await create_account(settings, gateway_url, f"fresh{run_id}", provision=False)
     async with account.client() as c:
         r = await c.get("/lambdas")
-        assert r.status_code == 403
+        assert r.status_code == 403, r.text
         error = r.json()["error"]
         assert error["code"] == "account_not_provisioned"
         assert "terms-of-use" in error["message"]
@@ -68,7 +68,7 @@ async def test_terms_of_use_gate_and_provisioning(settings: Settings, gateway_ur
 
         # Accepting twice changes nothing.
         r = await c.post("/terms-of-use", json={"accept": True})
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
         again = (await c.get("/secrets", params={"include_default": "true"})).json()
         assert [s["key"] for s in again] == [s["key"] for s in defaults]
 
@@ -91,7 +91,7 @@ async def test_missing_and_bad_credentials(acme: Account, gateway_url: str) -> N
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_credentials"
         r = await c.get(f"/api/v1/accounts/{acme.id}/lambdas",
                         headers={"Authorization": "Basic Zm9vOmJhcg=="})
-        assert r.status_code == 401
+        assert r.status_code == 401, r.text
 
 
 async def test_revoked_key_is_refused(acme: Account) -> None:
@@ -136,7 +136,7 @@ async def _oauth_client(account: Account, name: str, roles: list[str]) -> tuple[
     async with account.client() as c:
         r = await c.post("/users", json={"name": name, "roles": roles})
         r = await c.post(f"/users/{r.json()['id']}/oauth-clients")
-        assert r.status_code == 201
+        assert r.status_code == 201, r.text
         body = r.json()
         return body["prefix"], body["secret"]
 
@@ -155,12 +155,12 @@ async def test_oauth_client_credentials_and_jwt(acme: Account, gateway_url: str,
         # The original platform's token path, as its clients call it.
         r = await c.post(f"/sentinel/api/account/{acme.id}/app/token", params={"v": "2.0"},
                          data=form)
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
         # Wrong secret, wrong account in the path, wrong scope, wrong grant.
         bad = await c.post("/oauth/token", data={**form, "client_secret": "nope"})
         assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_client"
         bad = await c.post("/sentinel/api/account/someoneelse/app/token", data=form)
-        assert bad.status_code == 401
+        assert bad.status_code == 401, bad.text
         bad = await c.post("/oauth/token", data={**form, "scope": "admin"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_scope"
         bad = await c.post("/oauth/token", data={**form, "grant_type": "password"})
@@ -193,7 +193,7 @@ async def test_oauth_client_credentials_and_jwt(acme: Account, gateway_url: str,
     async with httpx.AsyncClient(base_url=gateway_url,
                                  headers={"Authorization": f"Bearer {jwt_token}"}) as c:
         r = await c.get("/api/v1/accounts/otheraccount/lambdas")
-        assert r.status_code == 403
+        assert r.status_code == 403, r.text
 
 
 # -- lambdas ---------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ async def test_lambda_crud_and_validation(acme: Account, settings: Settings) -> 
             x["state"] == "Productive" for x in (await c.get("/lambdas",
                                                              params={"state": "Productive"})).json())
         r = await c.get("/lambdas", params={"state": "Bogus"})
-        assert r.status_code == 422
+        assert r.status_code == 422, r.text
 
         assert (await c.delete(f"/lambdas/{lid}")).status_code == 204
         assert (await c.get(f"/lambdas/{lid}")).status_code == 404
@@ -306,7 +306,7 @@ async def test_unicode_names_round_trip(acme: Account) -> None:
             got = (await c.get(f"/lambdas/{r.json()['id']}")).json()
             assert got["name"] == name
         r = await _create(c, "bad/name")
-        assert r.status_code == 422
+        assert r.status_code == 422, r.text
 
 
 async def test_event_limits_and_catalogue(acme: Account) -> None:
@@ -324,7 +324,7 @@ async def test_event_limits_and_catalogue(acme: Account) -> None:
         assert r.status_code == 201, r.text
         assert r.json()["event_id"] == "controllerbot_messaging_new_conversation"
         r = await _create(c, "second-new-conv", event_id="controllerbot_messaging_new_conversation")
-        assert r.status_code == 409
+        assert r.status_code == 409, r.text
         assert r.json()["error"]["code"] == "event_limit_reached"
         assert "1" in r.json()["error"]["message"]
         r = await _create(c, "skills-on-command", event_id="conversational_command",
@@ -354,7 +354,7 @@ async def test_deploy_states_and_delete_guard(acme: Account, settings: Settings,
             dep = r.json()
             assert dep["state"] == "Deploying" and dep["version"] == expected_version
             again = await c.post(f"/lambdas/{lid}/deployments")
-            assert again.status_code == 409
+            assert again.status_code == 409, again.text
             status = DeploymentStatus(deployment_id=dep["id"], account_id=acme.id,
                                       lambda_id=lid, version=expected_version,
                                       state=DeploymentState.DEPLOYED, image="img:1")

@@ -44,7 +44,7 @@ async def test_fixed_policy_attempts_spacing_and_dead_letter(settings: Settings,
     assert policy["overridden"] is True and policy["max_attempts"] == 3
     lambda_id = await deploy(account, "fails", FAILS)
     r = await invoke(account, lambda_id, {"n": 1}, **{"async": "true"})
-    assert r.status_code == 202
+    assert r.status_code == 202, r.text
     activation_id = r.json()["activation_id"]
     runs = await wait_activations(settings, account.id, lambda_id, 3)
     assert [a["attempt"] for a in runs] == [1, 2, 3]
@@ -107,9 +107,9 @@ async def test_defaults_messaging_events_do_not_repeat_and_sync_calls_never_retr
         assert (await c.get("/retry-policies/http")).json()["max_attempts"] == 3
         assert (await c.get("/retry-policies/nope")).status_code == 404
         r = await c.put("/retry-policies/http", json={"max_attempts": 11})
-        assert r.status_code == 422
+        assert r.status_code == 422, r.text
         r = await c.put("/retry-policies/http", json={"max_delay_ms": 300_001})
-        assert r.status_code == 422
+        assert r.status_code == 422, r.text
         r = await c.put("/retry-policies/http", json={"initial_delay_ms": 5000, "max_delay_ms": 1000})
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_retry_policy"
     await set_policy(account, "http", max_attempts=5, backoff="fixed", initial_delay_ms=200,
