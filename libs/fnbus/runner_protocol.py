@@ -600,6 +600,16 @@ class RunnerConnection:
         )
         return self.info
 
+    def is_open(self) -> bool:
+        """False once the runner's end is gone (its container died or was killed).
+
+        The event loop keeps reading the socket between requests, so a runner that
+        went away shows as end-of-stream here without sending anything.
+        """
+        reader, writer = self._reader, self._writer
+        return (reader is not None and writer is not None and not reader.at_eof()
+                and not writer.is_closing())
+
     async def close(self) -> None:
         """Close the connection; the runner keeps listening for a new one."""
         self.state = ConnectionState.CLOSED

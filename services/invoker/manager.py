@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from fnbus.runner_protocol import LogLimit
 from fnbus.sandbox import LABEL_ACCOUNT, LABEL_LAMBDA, ContainerRuntime
@@ -37,6 +37,7 @@ from services.invoker.proxy import ContainerProxy, ProxyState
 log = logging.getLogger(__name__)
 
 POOL_CONTAINERS = Gauge("fnbus_pool_containers", "Containers in the invoker's pool", ["state"])
+DEAD_CONTAINERS = Counter("fnbus_pool_dead_containers_total", "Idle containers found dead and replaced")
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,23 @@ class ContainerPool:
         while True:
             await asyncio.sleep(self.config.reap_interval_s)
             now = time.monotonic()
+            self._prune_dead()
             slots = [p.slot() for p in self.proxies.values()]
             for slot_id in reap_idle(slots, now, self.config.idle_ttl_s):
                 await self._remove_by_slot(slot_id)
             for runtime in self.config.images:
                 self._fill_prewarm(runtime)
+
+    def _prune_dead(self) -> None:
+        """Forget idle containers whose runner went away (OOM killer, docker rm, a crash)."""
+        for key, proxy in list(self.proxies.items()):
+            if proxy.dead():
+                del self.proxies[key]
+                DEAD_CONTAINERS.inc()
+                log.warning("an idle container died; replacing it",
+                            extra={"container": proxy.id, "lambda_id": proxy.key.lambda_id if proxy.key else None})
+                self._spawn(proxy.remove(), "remove-dead")
+                self._fill_prewarm(proxy.runtime)
 
     async def _remove_by_slot(self, slot_id: str) -> None:
         for key, proxy in list(self.proxies.items()):
@@ -161,6 +174,7 @@ class ContainerPool:
         """A reserved, initialised proxy for ``key`` and whether this was a cold start."""
         code: Code | None = None
         while True:
+            self._prune_dead()
             if code is None and not any(p.key == key for p in self.proxies.values()):
                 code = await load_code()
             slots = [p.slot() for p in self.proxies.values()]

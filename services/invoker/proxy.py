@@ -91,6 +91,11 @@ class ContainerProxy:
         busy = self.state in (ProxyState.STARTING, ProxyState.RUNNING, ProxyState.REMOVING)
         return Slot(self.id, self.runtime, self.key, busy or self.reserved, self.last_used)
 
+    def dead(self) -> bool:
+        """An idle container (pre-warmed or warm) whose runner has gone away."""
+        return (self.state in (ProxyState.READY, ProxyState.WARM) and not self.reserved
+                and (self.conn is None or not self.conn.is_open()))
+
     async def start(self) -> None:
         self.handle = await self.engine.start(self.image, self.labels)
         self.id = self.handle.name

@@ -335,28 +335,59 @@ async def test_unknown_dependency_fails_the_deployment(tenant: Account) -> None:
         assert "dependencies" in body["deployment_cause"]
 
 
-async def test_a_dead_prewarmed_container_is_replaced_not_reported(settings: Settings,
-                                                                   tenant: Account) -> None:
-    """Containers die behind the invoker's back (OOM killer, an operator's docker rm).
-
-    A pre-warmed container found dead when a call takes it has not run any code, so
-    the call is placed again instead of failing with a platform error.
-    """
+def _containers(settings: Settings, **labels: str) -> list[docker.models.containers.Container]:
     client = docker.DockerClient(base_url=settings.docker_host)
     owner = settings.instance_id or "invoker-local"
+    wanted = [f"fnbus.invoker={owner}", *(f"{k}={v}" for k, v in labels.items())]
+    return list(client.containers.list(filters={"label": wanted}))
 
-    def prewarmed() -> list[docker.models.containers.Container]:
-        return [c for c in client.containers.list(filters={"label": [f"fnbus.invoker={owner}"]})
-                if "fnbus.lambda" not in c.labels]
 
-    await eventually(lambda: _async(len(prewarmed()) >= 1), timeout_s=30, what="a pre-warmed container")
-    for container in prewarmed():
+async def _replacements(platform: dict[str, str]) -> float:
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"{platform['invoker']}/metrics")).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("fnbus_container_replacements_total"))
+
+
+async def test_dead_prewarmed_containers_are_replaced_before_a_call_needs_them(
+        settings: Settings, tenant: Account, platform: dict[str, str]) -> None:
+    """Containers die behind the invoker's back (OOM killer, an operator's docker rm).
+
+    The pool notices an idle container's runner going away and replaces it, so no
+    call is handed a dead container and nothing is reported as a failure.
+    """
+    await eventually(lambda: _async(bool(_containers(settings, **{"fnbus.prewarmed": "true"}))),
+                     timeout_s=30, what="a pre-warmed container")
+    killed = {c.id for c in _containers(settings, **{"fnbus.prewarmed": "true"})}
+    for container in _containers(settings, **{"fnbus.prewarmed": "true"}):
         container.kill()
+    # Replaced within the pool's reap interval (5 s), without any call.
+    await eventually(lambda: _async(any(c.id not in killed for c in
+                                        _containers(settings, **{"fnbus.prewarmed": "true"}))),
+                     timeout_s=30, what="a new pre-warmed container")
+    before = await _replacements(platform)
     lambda_id = await deploy(tenant, "after-kill", "function lambda(input, callback) {\n"
                                                    "  callback(null, 'alive');\n}\n")
     r = await invoke(tenant, lambda_id, {})
     assert r.status_code == 200, r.text
     assert r.json()["result"] == "alive"
+    assert await _replacements(platform) == before  # nobody was handed a dead container
+
+
+async def test_a_dead_warm_container_is_not_blamed_on_the_function(tenant: Account, settings: Settings) -> None:
+    lambda_id = await deploy(tenant, "warm-kill", "function lambda(input, callback) {\n"
+                                                  "  callback(null, require('os').hostname());\n}\n")
+    first = await invoke(tenant, lambda_id, {})
+    assert first.status_code == 200, first.text
+    # The hostname is the container's short id (a pre-warmed container keeps its labels).
+    (container,) = [c for c in _containers(settings) if c.id.startswith(first.json()["result"])]
+    container.kill()
+    await asyncio.sleep(0.5)
+    second = await invoke(tenant, lambda_id, {})
+    # A new container answers; the function is not reported as failing.
+    assert second.status_code == 200, second.text
+    assert second.json()["result"] != first.json()["result"]
+    assert second.json()["cold_start"] is True
 
 
 async def _async(value: bool) -> bool:

@@ -501,3 +501,24 @@ async def test_one_connection_at_a_time_and_reconnect(start: Start) -> None:
         ready = await again.connect(conn.socket_path, timeout_s=2)
         assert ready.initialized is True
         assert (await again.run("a2", {"payload": {"name": "back"}})).value == {"message": "Hello back"}
+
+
+async def test_a_dead_runner_shows_on_an_idle_connection() -> None:
+    """The invoker's pool relies on this to replace containers that died while idle."""
+    proc = Proc()
+    conn = RunnerConnection()
+    try:
+        await conn.connect(proc.socket, timeout_s=5)
+        await conn.init(code=HELLO, runtime="node", account_id="le12345678", lambda_id="lambda-1")
+        assert conn.is_open()
+        proc.popen.kill()
+        proc.popen.wait()
+        for _ in range(200):
+            if not conn.is_open():
+                break
+            await asyncio.sleep(0.01)
+        assert not conn.is_open()
+    finally:
+        await conn.close()
+        proc.stop()
+    assert not conn.is_open()
