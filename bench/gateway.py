@@ -143,6 +143,12 @@ class Gateway:
                                  f"state={state.get('state')} deployment_state={state.get('deployment_state')}")
             await asyncio.sleep(POLL_INTERVAL_S)
 
+    async def create_schedule(self, lambda_id: str, cron: str, payload: Any) -> str:
+        """A schedule for ``lambda_id``; returns its id."""
+        body = await self._json("POST", "/schedules", (201,),
+                                json={"lambda_id": lambda_id, "cron": cron, "payload": payload})
+        return str(body["id"])
+
     async def cleanup(self, lambda_id: str, timeout_s: float = 30.0) -> str | None:
         """Undeploy and delete; returns a problem description, or None when gone."""
         deadline = time.monotonic() + timeout_s

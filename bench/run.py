@@ -171,6 +171,18 @@ def machine_info(settings: Settings) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the gateway part
 
 
+def server_note(server: dict[str, float | None], *, cold_starts: bool = True) -> str:
+    """A note's server-side part: the gateway's and invoker's means from /metrics over the
+    same window, and (unless the caller counts them itself) the cold starts seen meanwhile."""
+    note = ""
+    if server.get("gateway_mean_ms") is not None:
+        note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, of which invoker "
+                 f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms (pick-up → result)")
+    if cold_starts and server.get("invoker_cold_invocations"):
+        note += f"; {server['invoker_cold_invocations']:.0f} cold starts during measurement"
+    return note
+
+
 def wrk_summary(res: wrk.WrkResult) -> Summary:
     """wrk's latency histogram as a Summary (wrk reports no minimum)."""
     return Summary(n=res.ok_requests, min=None, mean=res.lat_mean_ms, p50=res.lat_p50_ms, p95=res.lat_p95_ms,
@@ -307,12 +319,8 @@ class GatewayBench:
             res, shares = await self.run_wrk(1, plan.wrk_c1_s)
             server = metrics.window(before, await self.metrics())
             wrk_p50 = res.lat_p50_ms
-            note = f"{res.ok_requests} sequential calls in {res.duration_s:.0f} s, {res.errors} errors"
-            if server.get("gateway_mean_ms") is not None:
-                note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, of which invoker "
-                         f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms (pick-up → result)")
-            if server.get("invoker_cold_invocations"):
-                note += f"; {server['invoker_cold_invocations']:.0f} cold starts during measurement"
+            note = (f"{res.ok_requests} sequential calls in {res.duration_s:.0f} s, {res.errors} errors"
+                    + server_note(server))
             primary = summary_figures(
                 "warm_c1", S_WARM, "concurrency 1,", wrk_summary(res), "ms", "wrk (1 connection)",
                 targets=c1_targets, note=note,
@@ -331,10 +339,9 @@ class GatewayBench:
             "runner_duration_ms_mean": round(statistics.fmean(result.durations_ms), 3)
             if result.durations_ms else None,
             "server_side": server, "errors": result.errors}
-        note = f"{plan.c1_calls} sequential calls from the harness's Python client"
-        if server.get("gateway_mean_ms") is not None:
-            note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, of which invoker "
-                     f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms")
+        # Cold starts: the client counts its own (below).
+        note = f"{plan.c1_calls} sequential calls from the harness's Python client" + server_note(
+            server, cold_starts=False)
         if wrk_p50 is not None and summary is not None:
             note += (f"; {summary.p50 - wrk_p50:+.1f} ms at p50 against wrk: the Python client's own cost, "
                      "on the same 2 cores")
@@ -380,11 +387,7 @@ class GatewayBench:
                        "statuses": {str(k): v for k, v in result.statuses.items()},
                        "server_side": server, "errors": result.errors}
             note = f"{plan.c16_calls} calls, {result.ok / result.elapsed_s:.0f}/s"
-        if server.get("gateway_mean_ms") is not None:
-            note += (f"; server-side means: gateway {server['gateway_mean_ms']:.1f} ms, invoker "
-                     f"{server.get('invoker_warm_mean_ms') or 0:.1f} ms")
-        if server.get("invoker_cold_invocations"):
-            note += f"; {server['invoker_cold_invocations']:.0f} cold starts during measurement"
+        note += server_note(server)
         self.figures += summary_figures("warm_c16", S_WARM, "concurrency 16,", summary, "ms", tool, note=note,
                                         details=details)
 

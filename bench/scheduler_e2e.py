@@ -20,8 +20,9 @@ invoker into a real container:
    placing the call in a container and, in the first minute, its cold start;
 4. deletes the schedules and the lambdas (the accounts stay, named ``bsched…``).
 
-Prints p50/p99/max per minute and overall, and one JSON line. The first minute
-includes the containers' cold starts; later minutes find them warm.
+Prints p50/p99/max per minute and overall, and one JSON line. The schedules are
+made together, at least 10 s before a minute boundary: that boundary is every
+schedule's first fire, with its container cold; later minutes find them warm.
 """
 
 from __future__ import annotations
@@ -40,17 +41,14 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gateway import BenchError, Credentials, Gateway, fnbus_home, load_credentials, node_code  # noqa: E402
-from bench.scheduler_lag import percentile  # noqa: E402
+from bench.run import say  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from fnbus.config import REPO_ROOT, Settings  # noqa: E402
 from services.scheduler.store import activation_id  # noqa: E402
 
 MINUTE_MS = 60_000
 PER_ACCOUNT = 10  # the platform's limit of scheduled functions per account
 SETTLE_S = 40  # after the last due minute: the 30 s limit, then log-ingest
-
-
-def say(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
 
 
 async def new_account(registry: httpx.AsyncClient, gateway_url: str, account: str) -> Gateway:
@@ -64,14 +62,11 @@ async def new_account(registry: httpx.AsyncClient, gateway_url: str, account: st
     return Gateway(Credentials(gateway_url, account, key))
 
 
-async def scheduled_function(gw: Gateway, name: str) -> str:
-    """A deployed lambda with a ``* * * * *`` schedule; returns the schedule id."""
+async def deployed_lambda(gw: Gateway, name: str) -> str:
     saved = time.perf_counter()
     body, save_s = await gw.create_lambda(name, node_code(name))
     await gw.deploy_and_wait(body["id"], 1, saved, save_s)
-    schedule = await gw._json("POST", "/schedules", (201,), json={
-        "lambda_id": body["id"], "cron": "* * * * *", "payload": {"bench": name}})
-    return str(schedule["id"])
+    return str(body["id"])
 
 
 async def start_times(gw: Gateway, activation: str) -> tuple[int, int] | None:
@@ -94,12 +89,19 @@ async def run(accounts: int, minutes: int) -> dict[str, Any]:
                 "Authorization": f"Bearer {settings.service_token}"}) as registry:
             for i in range(accounts):
                 gateways.append(await new_account(registry, gateway_url, f"bsched{tag}{i}"))
-        say(f"deploying {accounts * PER_ACCOUNT} lambdas with a schedule each")
+        say(f"deploying {accounts * PER_ACCOUNT} lambdas")
+        lambdas = [await asyncio.gather(*(deployed_lambda(gw, f"sched-{tag}-{i}-{j}") for j in range(PER_ACCOUNT)))
+                   for i, gw in enumerate(gateways)]
+        # Schedule them all at least 10 s before a minute boundary, so that boundary is
+        # every schedule's first fire (its containers cold) and the next ones find them warm.
+        to_boundary_ms = MINUTE_MS - int(time.time() * 1000) % MINUTE_MS
+        if to_boundary_ms < 10_000:
+            await asyncio.sleep(to_boundary_ms / 1000 + 1)
+        say("scheduling them (* * * * *)")
         for i, gw in enumerate(gateways):
             schedules[i] = list(await asyncio.gather(
-                *(scheduled_function(gw, f"sched-{tag}-{i}-{j}") for j in range(PER_ACCOUNT))))
-        # Measure whole minutes that begin safely after the last schedule was made.
-        first_due = (int(time.time() * 1000) + 10_000) // MINUTE_MS * MINUTE_MS + MINUTE_MS
+                *(gw.create_schedule(lambda_id, "* * * * *", {"bench": lambda_id}) for lambda_id in lambdas[i])))
+        first_due = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS + MINUTE_MS
         dues = [first_due + k * MINUTE_MS for k in range(minutes)]
         wait_s = (dues[-1] / 1000 + SETTLE_S) - time.time()
         say(f"waiting {wait_s:.0f} s for {minutes} minute boundaries")
@@ -137,7 +139,9 @@ async def run(accounts: int, minutes: int) -> dict[str, Any]:
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values, default=0.0)}
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values)}
 
 
 def _line(stats: dict[str, float]) -> str:

@@ -38,21 +38,16 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from fnbus.config import REPO_ROOT, Settings
-from fnbus.kafka import Producer
-from fnbus.schemas import LambdaChange, LambdaState, Runtime
-from fnbus.topics import Topics, ensure_topics
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.stats import percentile  # noqa: E402
+from fnbus.config import REPO_ROOT, Settings  # noqa: E402
+from fnbus.kafka import Producer  # noqa: E402
+from fnbus.schemas import LambdaChange, LambdaState, Runtime  # noqa: E402
+from fnbus.topics import Topics, ensure_topics  # noqa: E402
 
 MINUTE_MS = 60_000
 PER_ACCOUNT = 10
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[k]
 
 
 def _free_port() -> int:
@@ -156,7 +151,8 @@ async def run(n: int, minutes: int) -> dict[str, object]:
             "schedules": n, "accounts": n // PER_ACCOUNT, "minutes": minutes,
             "fires": len(lags), "fires_per_minute": sorted(per_minute.values()),
             "missing": minutes * n - len(lags),
-            "lag_p50_s": round(percentile(lags, 50), 3), "lag_p99_s": round(percentile(lags, 99), 3),
+            "lag_p50_s": round(percentile(lags, 50), 3) if lags else None,
+            "lag_p99_s": round(percentile(lags, 99), 3) if lags else None,
             "lag_max_s": round(max(lags), 3) if lags else None,
             "measured": "due minute -> InvocationRequest record timestamp on the invocations topic",
         }
