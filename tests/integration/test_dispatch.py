@@ -47,8 +47,8 @@ async def produce(settings: Settings, topic: str, records: list[dict[str, object
 async def running(settings: Settings, topic: str, group: str, handler: Handler,
                   **options: Any) -> AsyncIterator[Dispatcher]:
     """A dispatcher consuming ``topic`` until the block ends; then stopped as the invoker stops it."""
-    dispatcher = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=handler,
-                            group_of=group_of, **options)
+    options.setdefault("group_of", group_of)
+    dispatcher = Dispatcher(settings.kafka_bootstrap, [topic], group_id=group, handler=handler, **options)
     await dispatcher.start()
     task = asyncio.create_task(dispatcher.run())
     try:
@@ -230,3 +230,25 @@ async def _committed_eventually(settings: Settings, topic: str, group: str, offs
         return await committed(settings, topic, group) == offset
 
     return await eventually(check, timeout_s=20, what=f"committed offset {offset}")
+
+
+async def test_malformed_records_pass_the_fair_share_and_nothing_stalls(settings: Settings) -> None:
+    """The invoker's own account key (``_account_of``) on garbage: no group, handled at once."""
+    from services.invoker.app import _account_of
+
+    topic = await new_topic(settings)
+    group = f"{settings.topic_prefix}.dispatch-malformed"
+    garbage = [b"not json", b'["a", "list"]', b'{"account_id": 5}', b"", b"\xff\xfe"]
+    async with Producer(settings.kafka_bootstrap) as producer:
+        for value in garbage:
+            await producer.send(topic, value)
+    await produce(settings, topic, [{"account_id": "acct", "n": n} for n in range(3)])
+    seen: list[bytes] = []
+
+    async def handler(record: ConsumerRecord) -> None:
+        seen.append(record.value)
+
+    async with running(settings, topic, group, handler, group_of=_account_of, max_per_group=1):
+        await eventually(lambda: _async(len(seen) == len(garbage) + 3), timeout_s=30, what="every record")
+        assert seen[:len(garbage)] == garbage
+        assert await _committed_eventually(settings, topic, group, len(garbage) + 3)
