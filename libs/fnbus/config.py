@@ -92,6 +92,27 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # "development" (the default) or "production": production refuses built-in secrets.
+    env: str = "development"
+
+    # -- toolbelt egress (docs/toolbelt.md) -------------------------------------------
+    # CIDRs exempt from the private-address policy (development: `make up` sets
+    # 127.0.0.0/8). The platform's own ports stay refused whatever this says.
+    egress_exempt_cidrs: list[str] = Field(default_factory=list)
+    egress_requests_per_s: float = 20.0  # per function, the original's limit
+    egress_max_response_bytes: int = 10 * 1024 * 1024
+    egress_max_redirects: int = 10
+    # Where LpClient resolves LivePerson service domains (empty = not available).
+    csds_url: str = ""
+
+    # -- hardening (docs/security.md) ---------------------------------------------------
+    max_result_bytes: int = 1024 * 1024  # a larger result fails with its own error code
+    deploy_concurrency: int = 2  # deploys of different accounts run side by side
+    deploy_init_timeout_ms: int = 10_000  # smoke init of a new version
+    max_dependencies_bytes: int = 50 * 1024 * 1024
+    keep_deployments: int = 5  # images of older deployments are removed
+    max_schedules_per_lambda: int = 10
+
     def sockets_path(self) -> Path:
         return Path(self.socket_dir) if self.socket_dir else self.home / "sockets"
 

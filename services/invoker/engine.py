@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 
 from fnbus.kafka import Producer
 from fnbus.lambda_cache import LambdaCache
-from fnbus.runner_protocol import ErrorKind, LogEntry, RunResult
+from fnbus.runner_protocol import ErrorKind, LogEntry, RunResult, ToolbeltHandler
 from fnbus.sandbox import ContainerError
 from fnbus.schemas import (
     SCHEMA_VERSION,
@@ -70,6 +71,11 @@ REPLACED = Counter("fnbus_container_replacements_total",
 DUPLICATES = Counter("fnbus_duplicate_requests_total", "Redelivered requests skipped", ["source"])
 
 
+#: Builds the toolbelt handler of one invocation from its request and its deadline
+#: (``time.monotonic()`` seconds at which the container is killed).
+ToolbeltFactory = Callable[[InvocationRequest, float], ToolbeltHandler]
+
+
 class NotDeployed(Exception):
     pass
 
@@ -100,7 +106,8 @@ class Invoker:
     def __init__(self, *, pool: ContainerPool, producer: Producer, cache: LambdaCache,
                  registry: httpx.AsyncClient, topics: Topics, instance: str,
                  default_timeout_ms: int, runtime_images: dict[str, str],
-                 max_per_account: int, retries: Retries | None = None) -> None:
+                 max_per_account: int, retries: Retries | None = None,
+                 toolbelt: ToolbeltFactory | None = None) -> None:
         self.pool = pool
         self.producer = producer
         self.cache = cache
@@ -114,6 +121,7 @@ class Invoker:
         self._code: dict[tuple[str, int], Code] = {}
         self.retries = retries
         self.recent = RecentActivations()
+        self.toolbelt = toolbelt
 
     # -- entry point -----------------------------------------------------------------------
     async def handle_record(self, record: ConsumerRecord) -> None:
@@ -235,7 +243,9 @@ class Invoker:
             key = VersionKey(request.account_id, request.lambda_id, version)
             proxy, cold = await self._place(request, key, runtime, image)
             try:
-                outcome_ = await proxy.run(request.activation_id, self._input(request), timeout_s)
+                handler = self.toolbelt(request, time.monotonic() + timeout_s) if self.toolbelt else None
+                outcome_ = await proxy.run(request.activation_id, self._input(request), timeout_s,
+                                           toolbelt=handler)
             finally:
                 await self.pool.release(proxy)
             if outcome_.timed_out:
