@@ -48,6 +48,12 @@ secrets_env() {
   fi
 }
 
+local_env() {
+  # Development egress: lambdas may call test servers on this host (127.0.0.0/8); the
+  # platform's own ports stay refused (docs/egress.md). Set the variable to '[]' to close it.
+  export FNBUS_EGRESS_EXEMPT_CIDRS=${FNBUS_EGRESS_EXEMPT_CIDRS:-'["127.0.0.0/8"]'}
+}
+
 prepare() {
   deploy/local/install.sh
   python_env
@@ -59,6 +65,7 @@ cmd_up() {
   T0=$(date +%s)
   prepare
   secrets_env
+  local_env
   say "services: starting the six services"
   "$VENV/bin/fnbus" local start
   "$PY" -m fnbus.demo
@@ -116,6 +123,7 @@ cmd_test() {
 cmd_bench() {
   prepare
   secrets_env
+  local_env
   "$VENV/bin/fnbus" local start
   "$PY" -m fnbus.demo >/dev/null
   "$PY" bench/run.py "$@"  # also reads BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick

@@ -64,6 +64,9 @@ def main() -> int:
     print(f"  account:    {creds['account_id']}")
     print(f"  admin key:  {creds['api_key']}")
     print(f"  saved in:   {path}")
+    if settings.egress_exempt_cidrs:
+        print(f"  egress:     lambdas may reach {', '.join(settings.egress_exempt_cidrs)} "
+              "(development exemption; the platform's own ports stay refused)")
     return 0
 
 
