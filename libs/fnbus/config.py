@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     max_dependencies_bytes: int = 50 * 1024 * 1024
     keep_deployments: int = 5  # images of older deployments are removed
     max_schedules_per_lambda: int = 10
+    # /metrics answers any client when true; otherwise loopback clients or the service token.
+    metrics_public: bool = False
 
     def sockets_path(self) -> Path:
         return Path(self.socket_dir) if self.socket_dir else self.home / "sockets"
