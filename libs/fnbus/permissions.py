@@ -36,6 +36,10 @@ class Permission(str, Enum):
     # user management): managing users, their keys, and accepting the terms.
     ACCOUNT_ADMIN = "account.admin"
     ACCOUNT_READ = "account.read"
+    # Client certificates for the toolbelt's MTLSClient (their keys are as sensitive
+    # as secrets, so only administrators see even the listing).
+    CERTIFICATE_WRITE = "certificate.create-delete"
+    CERTIFICATE_READ = "certificate.read"
 
 
 _A, _D, _I = Role.ADMIN, Role.DEVELOPER, Role.INVOCATION
@@ -59,6 +63,8 @@ MATRIX: dict[Permission, frozenset[Role]] = {
     Permission.REPORTING_READ: frozenset({_A, _D, _I}),
     Permission.ACCOUNT_ADMIN: frozenset({_A}),
     Permission.ACCOUNT_READ: frozenset({_A, _D, _I}),
+    Permission.CERTIFICATE_WRITE: frozenset({_A}),
+    Permission.CERTIFICATE_READ: frozenset({_A}),
 }
 
 assert set(MATRIX) == set(Permission), "every permission needs a row"

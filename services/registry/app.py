@@ -18,10 +18,13 @@ from fnbus.service import TaskGroup, create_service_app
 from fnbus.topics import Topics, ensure_topics
 from services.registry.accounts import Accounts, platform_domain
 from services.registry.api import router
+from services.registry.certificates import Certificates
+from services.registry.certificates import router as certificates_router
 from services.registry.crypto import SecretBox
 from services.registry.dlq import DeadLetters, RetryPolicies
 from services.registry.events import EventRouter
 from services.registry.lambdas import Lambdas
+from services.registry.toolbelt_api import router as toolbelt_router
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.db = pool
             app.state.accounts = Accounts(pool, SecretBox(settings.secrets_key),
                                           platform_domain(settings.public_url))
+            app.state.certificates = Certificates(pool, app.state.accounts.box)
             lambdas = app.state.lambdas = Lambdas(pool, producer, topics)
             consumer = await stack.enter_async_context(resources.consumer(
                 settings, health, [topics.deployments], group_id=topics.group("registry"),
@@ -97,4 +101,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = create_service_app("registry", settings, lifespan)
     app.include_router(router)
+    app.include_router(certificates_router)
+    app.include_router(toolbelt_router)
     return app
