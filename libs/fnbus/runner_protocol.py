@@ -18,6 +18,24 @@ Errors (all raised by :class:`RunnerConnection` and the frame helpers)::
 
 A lambda that *fails* (callback error, exception) is not an exception here: it is
 a :class:`RunResult` with ``ok=False`` and a :class:`LambdaError`.
+
+Host-side bounds. The lambda's code shares the runner's process, so it can write
+any frame to the socket; what the host keeps of one ``init`` or ``run`` is
+bounded here, whatever the runner says:
+
+1. Logs: at most ``max_entries`` entries and ``max_chars`` characters of the
+   invocation's :class:`LogLimit` are kept, as the runner would keep them, plus
+   one truncation marker (the runner's own when it sent exactly one entry over
+   the budget, otherwise the host's, counting what it dropped). Whatever was
+   dropped marks the result ``logs_truncated``.
+2. Toolbelt calls: at most :data:`MAX_TOOLBELT_CALLS` are dispatched; later
+   ones are answered with the error ``too_many_calls`` without reaching the
+   handler. At most :data:`MAX_CONCURRENT_TOOLBELT_CALLS` run at once; while
+   they do, the host stops reading the socket (the runner waits, not the host).
+3. Frames for other ids (late frames of an earlier invocation) are ignored and
+   counted; more than :data:`MAX_FOREIGN_FRAMES` of them, or more than
+   :data:`MAX_FRAMES_PER_EXCHANGE` frames in all, is a protocol violation: the
+   connection is closed and the container must not be reused.
 """
 
 from __future__ import annotations
@@ -48,6 +66,21 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 _CONNECT_RETRY_FIRST_S = 0.01
 _CONNECT_RETRY_MAX_S = 0.02  # a starting runner appears within ~0.3 s; poll closely
 _READY_MIN_WAIT_S = 0.5
+#: Toolbelt calls dispatched per invocation; later calls are refused (``too_many_calls``).
+MAX_TOOLBELT_CALLS = 200
+#: Toolbelt calls of one invocation in flight at once; more wait for a free slot.
+MAX_CONCURRENT_TOOLBELT_CALLS = 16
+#: Frames for other ids tolerated during one init/run (a legitimate runner sends a few).
+MAX_FOREIGN_FRAMES = 100
+#: Frames of any kind during one init/run: a budgeted runner sends at most
+#: ``max_entries + 1`` logs, the toolbelt calls and its result.
+MAX_FRAMES_PER_EXCHANGE = 5_000
+#: The truncation marker kept after the budget is cut to this many characters.
+MARKER_MAX_CHARS = 400
+#: A lambda's error (message, stack, name) is cut to these many characters.
+ERROR_MESSAGE_MAX_CHARS = 8_192
+ERROR_STACK_MAX_CHARS = 16_384
+ERROR_NAME_MAX_CHARS = 200
 
 NODE_CODE_FILENAME = "index.js"
 PYTHON_CODE_FILENAME = "handler.py"
@@ -165,6 +198,50 @@ class LogLimit:
         return {"max_entries": self.max_entries, "max_chars": self.max_chars}
 
 
+class LogBudget:
+    """What the host keeps of one init's or run's log frames (rule 1 of the module docstring)."""
+
+    def __init__(self, limit: LogLimit) -> None:
+        self.limit = limit
+        self.kept: list[LogEntry] = []
+        self.chars = 0
+        self.truncated = False
+        self.dropped_entries = 0
+        self.dropped_chars = 0
+        self._over: LogEntry | None = None  # the first entry over the budget
+
+    def offer(self, entry: LogEntry) -> bool:
+        """Keep ``entry`` if it fits; True when kept. Once one entry did not fit, none does."""
+        fits = (not self.truncated and len(self.kept) < self.limit.max_entries
+                and self.chars + len(entry.message) <= self.limit.max_chars)
+        if fits:
+            self.kept.append(entry)
+            self.chars += len(entry.message)
+            return True
+        self.truncated = True
+        if self._over is None:
+            self._over = entry
+        else:
+            self.dropped_entries += 1
+            self.dropped_chars += len(entry.message)
+        return False
+
+    def marker(self) -> LogEntry | None:
+        """The entry to add after the kept ones, or None when nothing was dropped."""
+        over = self._over
+        if over is None:
+            return None
+        if not self.dropped_entries and over.level is LogLevel.WARN:
+            # One entry over the budget: the runner's own marker, as it sends it.
+            return LogEntry(over.level, over.message[:MARKER_MAX_CHARS], over.ts_ms)
+        entries = self.dropped_entries + 1
+        chars = self.dropped_chars + len(over.message)
+        return LogEntry(LogLevel.WARN,
+                        f"Log limit reached ({self.limit.max_entries} entries / "
+                        f"{self.limit.max_chars} characters per invocation): the host dropped "
+                        f"{entries} entries with {chars} characters.", over.ts_ms)
+
+
 @dataclass(frozen=True)
 class RunnerInfo:
     """What the runner announced in its ``ready`` frame."""
@@ -206,8 +283,8 @@ class RunResult:
     """The outcome of one invocation as reported by the runner.
 
     ``duration_ms`` is measured by the runner from calling the handler to its
-    first completion. ``logs`` holds every log frame received for the
-    invocation, including the runner's truncation marker.
+    first completion. ``logs`` holds the log frames kept within the budget,
+    followed by the truncation marker when something was dropped.
     """
 
     ok: bool
@@ -493,10 +570,17 @@ def _parse_lambda_error(error: Any) -> LambdaError:
     stack = error.get("stack")
     return LambdaError(
         kind=kind,
-        message=message,
-        name=name if isinstance(name, str) else None,
-        stack=stack if isinstance(stack, str) else None,
+        message=clip(message, ERROR_MESSAGE_MAX_CHARS),
+        name=clip(name, ERROR_NAME_MAX_CHARS) if isinstance(name, str) else None,
+        stack=clip(stack, ERROR_STACK_MAX_CHARS) if isinstance(stack, str) else None,
     )
+
+
+def clip(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars`` characters, saying how much was cut."""
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}… [{len(text) - max_chars} more characters cut]"
 
 
 async def _maybe_await(value: Awaitable[None] | None) -> None:
@@ -532,6 +616,9 @@ class RunnerConnection:
         self._writer: asyncio.StreamWriter | None = None
         self._write_lock = asyncio.Lock()
         self._busy = False
+        # The budget the runner was given at init (a reconnect to an initialised
+        # runner keeps the default, which is what the invoker gives every init).
+        self._log_limit = LogLimit()
         self.state = ConnectionState.UNOPENED
         self.info: RunnerInfo | None = None
         self.socket_path: str | None = None
@@ -643,6 +730,7 @@ class RunnerConnection:
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError("env must map str to str")
         message_id = init_id or f"init-{lambda_id}"
+        limit = log_limit or LogLimit()
         message = {
             "type": "init",
             "id": message_id,
@@ -651,22 +739,25 @@ class RunnerConnection:
             "env": env_dict,
             "account_id": account_id,
             "lambda_id": lambda_id,
-            "log_limit": (log_limit or LogLimit()).to_wire(),
+            "log_limit": limit.to_wire(),
         }
-        logs: list[LogEntry] = []
-        reply = await self._exchange(message, "init_result", logs, on_log, None)
+        self._log_limit = limit
+        budget = LogBudget(limit)
+        reply = await self._exchange(message, "init_result", budget, on_log, None)
+        logs = budget.kept
         error = reply.get("error")
         if reply.get("ok") is True:
-            return InitResult(logs=logs, logs_truncated=bool(reply.get("logs_truncated")))
+            return InitResult(logs=logs,
+                              logs_truncated=bool(reply.get("logs_truncated")) or budget.truncated)
         if not isinstance(error, dict):
             raise RunnerProtocolError("init_result with ok=false needs an 'error' object")
         line = error.get("line")
         stack = error.get("stack")
         raise RunnerInitError(
-            str(error.get("type") or "Error"),
-            str(error.get("message") or ""),
+            clip(str(error.get("type") or "Error"), ERROR_NAME_MAX_CHARS),
+            clip(str(error.get("message") or ""), ERROR_MESSAGE_MAX_CHARS),
             line=line if isinstance(line, int) else None,
-            stack=stack if isinstance(stack, str) else None,
+            stack=clip(stack, ERROR_STACK_MAX_CHARS) if isinstance(stack, str) else None,
             logs=logs,
         )
 
@@ -683,8 +774,9 @@ class RunnerConnection:
         message: dict[str, Any] = {"type": "run", "id": activation_id, "input": input}
         if deadline_ms is not None:
             message["deadline_ms"] = deadline_ms
-        logs: list[LogEntry] = []
-        reply = await self._exchange(message, "result", logs, on_log, toolbelt or default_toolbelt_handler)
+        budget = LogBudget(self._log_limit)
+        reply = await self._exchange(message, "result", budget, on_log,
+                                     toolbelt or default_toolbelt_handler)
         ok = reply.get("ok")
         if not isinstance(ok, bool):
             raise RunnerProtocolError("result needs a boolean 'ok'")
@@ -695,8 +787,8 @@ class RunnerConnection:
             value=reply.get("value") if ok else None,
             error=error,
             duration_ms=float(duration) if isinstance(duration, int | float) else 0.0,
-            logs=logs,
-            logs_truncated=bool(reply.get("logs_truncated")),
+            logs=budget.kept,
+            logs_truncated=bool(reply.get("logs_truncated")) or budget.truncated,
         )
 
     # ---- internals
@@ -705,11 +797,14 @@ class RunnerConnection:
         self,
         message: dict[str, Any],
         reply_type: str,
-        logs: list[LogEntry],
+        budget: LogBudget,
         on_log: LogCallback | None,
         toolbelt: ToolbeltHandler | None,
     ) -> dict[str, Any]:
-        """Send ``message`` and read frames until the matching ``reply_type``."""
+        """Send ``message`` and read frames until the matching ``reply_type``.
+
+        Logs go into ``budget``; the bounds of the module docstring apply.
+        """
         if self.state is not ConnectionState.OPEN:
             raise RunnerClosed(f"the connection is {self.state.value}")
         if self._busy:
@@ -718,27 +813,48 @@ class RunnerConnection:
         message_id = message["id"]
         self._busy = True
         calls: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(MAX_CONCURRENT_TOOLBELT_CALLS)
+        toolbelt_calls = frames = foreign = 0
         completed = False
         try:
             await self._write(frame)
             while True:
                 incoming = await self._read()
+                frames += 1
+                if frames > MAX_FRAMES_PER_EXCHANGE:
+                    raise RunnerProtocolError(
+                        f"the runner sent more than {MAX_FRAMES_PER_EXCHANGE} frames for {message_id!r}")
                 kind = incoming["type"]
                 if incoming.get("id") != message_id and kind != "error":
                     # Late frames of an earlier invocation (e.g. logs after its result).
+                    foreign += 1
+                    if foreign > MAX_FOREIGN_FRAMES:
+                        raise RunnerProtocolError(
+                            f"the runner sent more than {MAX_FOREIGN_FRAMES} frames for other ids")
                     logger.debug("ignoring %s frame for id %r", kind, incoming.get("id"))
                     continue
                 if kind == "log":
                     entry = _parse_log(incoming)
-                    logs.append(entry)
-                    if on_log is not None:
+                    if budget.offer(entry) and on_log is not None:
                         await _maybe_await(on_log(entry))
                 elif kind == "toolbelt_call" and toolbelt is not None:
+                    toolbelt_calls += 1
+                    if toolbelt_calls > MAX_TOOLBELT_CALLS:
+                        await self._refuse_toolbelt_call(incoming)
+                        continue
+                    # Backpressure: the runner's further frames wait in the socket.
+                    await slots.acquire()
                     task = asyncio.create_task(self._answer_toolbelt_call(incoming, toolbelt))
                     calls.add(task)
                     task.add_done_callback(calls.discard)
+                    task.add_done_callback(lambda _: slots.release())
                 elif kind == reply_type:
                     completed = True
+                    marker = budget.marker()
+                    if marker is not None:
+                        budget.kept.append(marker)
+                        if on_log is not None:
+                            await _maybe_await(on_log(marker))
                     return incoming
                 elif kind == "error":
                     if incoming.get("id") not in (message_id, None):
@@ -756,6 +872,16 @@ class RunnerConnection:
             if not completed:
                 # Cancelled (deadline) or broken: the runner's state is unknown.
                 await self.close()
+
+    async def _refuse_toolbelt_call(self, call: dict[str, Any]) -> None:
+        reply = {"type": "toolbelt_result", "id": call.get("id"), "call_id": call.get("call_id"),
+                 "ok": False, "error": {"code": "too_many_calls", "message": (
+                     f"at most {MAX_TOOLBELT_CALLS} toolbelt calls per invocation")}}
+        try:
+            frame = encode_frame(reply, max_frame_bytes=self._max_frame_bytes)
+        except RunnerProtocolError:  # a call_id that is not JSON: nothing to answer
+            return
+        await self._write(frame)
 
     async def _answer_toolbelt_call(self, call: dict[str, Any], handler: ToolbeltHandler) -> None:
         reply: dict[str, Any] = {

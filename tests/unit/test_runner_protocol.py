@@ -471,3 +471,188 @@ def test_error_tree() -> None:
         assert issubclass(cls, RunnerError)
     assert issubclass(FrameTooLarge, RunnerProtocolError)
     assert not issubclass(ToolbeltCallError, RunnerError)
+
+
+# --------------------------------------------------------------------------- host-side bounds
+# The lambda shares the runner's process and can write any frame: the host keeps a
+# bounded amount of whatever it is sent.
+
+
+async def _run_against(path: str, script: Script, **run: Any) -> Any:
+    async with fake_runner(path, script):
+        async with RunnerConnection() as conn:
+            await conn.connect(path, timeout_s=2)
+            return await conn.run("a1", {}, **run)
+
+
+def _log(n: int, message: str = "", id_: str = "a1", level: str = "log") -> dict[str, Any]:
+    return {"type": "log", "id": id_, "level": level, "message": message or f"line {n}", "ts_ms": n}
+
+
+def _result(id_: str = "a1", value: Any = "done") -> dict[str, Any]:
+    return {"type": "result", "id": id_, "ok": True, "value": value, "duration_ms": 1, "logs_truncated": False}
+
+
+async def test_a_log_flood_keeps_the_budget_and_one_marker(socket_dir: str) -> None:
+    path = os.path.join(socket_dir, "r.sock")
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        for n in range(3_000):  # ignores its budget: every console.log becomes a frame
+            send(writer, _log(n, "x" * 100))
+        # Forged results for other activations change nothing.
+        send(writer, _result("someone-else", "forged"))
+        send(writer, _result())
+        await writer.drain()
+        await reader.read()
+
+    seen: list[LogEntry] = []
+    result = await _run_against(path, flood, on_log=seen.append)
+    assert result.value == "done"
+    assert result.logs_truncated
+    assert len(result.logs) == 11 and result.logs[:10] == [LogEntry(LogLevel.LOG, "x" * 100, n) for n in range(10)]
+    marker = result.logs[10]
+    assert marker.level is LogLevel.WARN and "the host dropped 2990 entries with 299000 characters" in marker.message
+    assert seen == result.logs  # on_log sees what is kept, nothing else
+
+
+async def test_the_character_budget_holds_like_the_runners(socket_dir: str) -> None:
+    path = os.path.join(socket_dir, "r.sock")
+
+    async def long_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        send(writer, _log(0, "a" * 4_000))
+        send(writer, _log(1, "b" * 4_000))  # over 6,000 characters: dropped, and so is the rest
+        send(writer, _log(2, "c"))
+        send(writer, _result())
+        await reader.read()
+
+    result = await _run_against(path, long_lines)
+    assert [e.message[:1] for e in result.logs[:-1]] == ["a"]
+    assert sum(len(e.message) for e in result.logs[:-1]) <= 6_000
+    assert result.logs_truncated and "the host dropped 2 entries with 4001 characters" in result.logs[-1].message
+
+
+async def test_the_runners_own_marker_is_kept_as_sent(socket_dir: str) -> None:
+    path = os.path.join(socket_dir, "r.sock")
+
+    async def within_budget(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        for n in range(10):
+            send(writer, _log(n))
+        send(writer, _log(10, "Log limit reached (10 entries / 6000 characters per invocation): "
+                              "5 entries with 30 characters were dropped.", level="warn"))
+        send(writer, {**_result(), "logs_truncated": True})
+        await reader.read()
+
+    result = await _run_against(path, within_budget)
+    assert len(result.logs) == 11 and result.logs[-1].message.startswith("Log limit reached")
+    assert "5 entries with 30 characters" in result.logs[-1].message and result.logs_truncated
+
+
+async def test_toolbelt_calls_are_capped_in_number_and_in_flight(socket_dir: str) -> None:
+    from fnbus.runner_protocol import MAX_CONCURRENT_TOOLBELT_CALLS, MAX_TOOLBELT_CALLS
+
+    path = os.path.join(socket_dir, "r.sock")
+    total = MAX_TOOLBELT_CALLS + 100
+    answers: dict[str, dict[str, Any]] = {}
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        for n in range(total):
+            send(writer, {"type": "toolbelt_call", "id": "a1", "call_id": str(n), "method": "slow", "args": []})
+        await writer.drain()
+        while len(answers) < total:
+            answer = await read_frame(reader)
+            answers[answer["call_id"]] = answer
+        send(writer, _result())
+        await reader.read()
+
+    running = peak = dispatched = 0
+
+    async def handler(method: str, args: list[Any]) -> Any:
+        # A handler that counts nothing itself: the bounds are the protocol's.
+        nonlocal running, peak, dispatched
+        dispatched += 1
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+        return "ok"
+
+    result = await _run_against(path, flood, toolbelt=handler)
+    assert result.value == "done"
+    assert dispatched == MAX_TOOLBELT_CALLS
+    assert peak <= MAX_CONCURRENT_TOOLBELT_CALLS
+    refused = [a for a in answers.values() if not a["ok"]]
+    assert len(refused) == 100 and {a["error"]["code"] for a in refused} == {"too_many_calls"}
+    assert all(answers[str(n)]["ok"] for n in range(MAX_TOOLBELT_CALLS))
+
+
+async def test_frames_for_other_ids_are_ignored_then_refused(socket_dir: str) -> None:
+    from fnbus.runner_protocol import MAX_FOREIGN_FRAMES
+
+    path = os.path.join(socket_dir, "r.sock")
+
+    async def forger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        for n in range(MAX_FOREIGN_FRAMES + 1):
+            send(writer, _result(f"other-{n}", "forged"))
+            send(writer, _log(n, id_=f"other-{n}"))
+        send(writer, _result())
+        await reader.read()
+
+    async with fake_runner(path, forger):
+        conn = RunnerConnection()
+        await conn.connect(path, timeout_s=2)
+        with pytest.raises(RunnerProtocolError, match="other ids"):
+            await conn.run("a1", {})
+        assert conn.state is ConnectionState.CLOSED
+
+    async def a_few(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        for n in range(5):
+            send(writer, _result(f"other-{n}", "forged"))
+        send(writer, _result())
+        await reader.read()
+
+    result = await _run_against(path, a_few)
+    assert result.value == "done" and result.logs == []
+
+
+async def test_an_endless_stream_of_frames_ends_the_connection(socket_dir: str) -> None:
+    from fnbus.runner_protocol import MAX_FRAMES_PER_EXCHANGE
+
+    path = os.path.join(socket_dir, "r.sock")
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        for n in range(MAX_FRAMES_PER_EXCHANGE + 10):
+            send(writer, _log(n))
+            if n % 500 == 0:
+                await writer.drain()
+        await reader.read()
+
+    async with fake_runner(path, endless):
+        conn = RunnerConnection()
+        await conn.connect(path, timeout_s=2)
+        with pytest.raises(RunnerProtocolError, match="frames"):
+            await conn.run("a1", {})
+        assert conn.state is ConnectionState.CLOSED
+
+
+async def test_a_huge_error_from_the_lambda_is_cut(socket_dir: str) -> None:
+    path = os.path.join(socket_dir, "r.sock")
+
+    async def huge_error(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        send(writer, {"type": "result", "id": "a1", "ok": False, "duration_ms": 1, "error": {
+            "kind": "runtime-exception", "message": "m" * 2_000_000, "stack": "s" * 2_000_000,
+            "name": "n" * 10_000}})
+        await reader.read()
+
+    result = await _run_against(path, huge_error)
+    assert result.error is not None
+    assert len(result.error.message) < 10_000 and "more characters cut" in result.error.message
+    assert result.error.stack is not None and len(result.error.stack) < 20_000
+    assert result.error.name is not None and len(result.error.name) < 300
