@@ -40,6 +40,11 @@ class Permission(str, Enum):
     # as secrets, so only administrators see even the listing).
     CERTIFICATE_WRITE = "certificate.create-delete"
     CERTIFICATE_READ = "certificate.read"
+    # The Conversation Context store's public API (lambdas reach it through the
+    # toolbelt without a permission): bots and external systems read and write
+    # conversation data as they invoke; administrators configure, they do not.
+    CONTEXT_READ = "context.read"
+    CONTEXT_WRITE = "context.create-edit-delete"
 
 
 _A, _D, _I = Role.ADMIN, Role.DEVELOPER, Role.INVOCATION
@@ -65,6 +70,8 @@ MATRIX: dict[Permission, frozenset[Role]] = {
     Permission.ACCOUNT_READ: frozenset({_A, _D, _I}),
     Permission.CERTIFICATE_WRITE: frozenset({_A}),
     Permission.CERTIFICATE_READ: frozenset({_A}),
+    Permission.CONTEXT_READ: frozenset({_A, _D, _I}),
+    Permission.CONTEXT_WRITE: frozenset({_D, _I}),
 }
 
 assert set(MATRIX) == set(Permission), "every permission needs a row"

@@ -17,7 +17,16 @@ from fnbus.config import Settings
 from fnbus.lambda_cache import LambdaCache
 from fnbus.service import allow_status, create_service_app
 from fnbus.topics import Topics, ensure_topics
-from services.gateway import certificates, events, invoke, management, oauth, schedules
+from services.gateway import (
+    certificates,
+    context,
+    events,
+    invoke,
+    lp_compat,
+    management,
+    oauth,
+    schedules,
+)
 from services.gateway.auth import Authenticator
 from services.gateway.internal_client import InternalClient
 from services.gateway.limits import BodyLimit
@@ -78,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router)
     app.include_router(oauth.router)
     app.include_router(certificates.router)
+    app.include_router(context.router)
+    app.include_router(lp_compat.router)
     # The web console: static files, talking to the same-origin API above.
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),
               name="console")

@@ -20,6 +20,8 @@ from services.registry.accounts import Accounts, platform_domain
 from services.registry.api import router
 from services.registry.certificates import Certificates
 from services.registry.certificates import router as certificates_router
+from services.registry.context import ContextStore, purge_loop
+from services.registry.context import router as context_router
 from services.registry.crypto import SecretBox
 from services.registry.dlq import DeadLetters, RetryPolicies
 from services.registry.events import EventRouter
@@ -90,11 +92,14 @@ def create_app(settings: Settings) -> FastAPI:
                 client_id="fnbus-registry-dlq", check_name="kafka_dlq_consumer"))
             tasks.spawn(dlq_consumer.run(dead_letters.on_record), "dead-letters")
             pruner = asyncio.create_task(_prune_loop(events), name="prune-processed-events")
+            context = app.state.context = ContextStore(pool)
+            context_purger = asyncio.create_task(purge_loop(context), name="purge-context")
             health.add("loops", tasks.check)
             yield
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+            for loop_task in (pruner, context_purger):
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
             for c in (consumer, event_consumer, dlq_consumer):
                 c.request_stop()
             await tasks.stop()
@@ -103,4 +108,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(router)
     app.include_router(certificates_router)
     app.include_router(toolbelt_router)
+    app.include_router(context_router)
     return app
