@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+
+import idna
 
 from fnbus import catalog
 from fnbus.api_models import MAX_CODE_CHARS
+from fnbus.egress import parse_ip_literal
 from fnbus.errors import Unprocessable
 from fnbus.runner_protocol import check_first_line
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DOMAIN = re.compile(rf"^(\*\.)?({_LABEL}\.)*{_LABEL}$")
+_NAME = re.compile(rf"^({_LABEL}\.)*{_LABEL}$")
 
 
 def check_code(code: str, runtime: str) -> None:
@@ -45,11 +49,40 @@ def check_event(event_id: str | None, skills: list[str]) -> None:
 
 
 def normalise_domain(domain: str) -> str:
+    """The allowlist entry for ``domain``: lower case, no trailing dot, IDNA labels in punycode.
+
+    One wildcard at most, and only as the whole leading label followed by at least two
+    labels (``*.example.com``; not ``*.*.example.com``, ``a.*.example.com``, ``*a.example.com``
+    or ``*.com``). IPv4 literals are kept in dotted form (``0x7f.1`` becomes ``127.0.0.1``),
+    the form the egress engine compares them in (fnbus.egress.host_allowed).
+    """
     value = domain.strip().lower().rstrip(".")
-    if len(value) > 253 or not _DOMAIN.match(value):
+    wildcard = value.startswith("*.")
+    rest = value[2:] if wildcard else value
+    if "*" in rest:
+        raise Unprocessable(
+            f"{domain!r} has a wildcard that is not the whole leading label; one wildcard at most, "
+            "as in *.example.com",
+            code="invalid_domain",
+        )
+    if not rest.isascii():
+        try:
+            rest = idna.encode(rest, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            rest = ""
+    address = parse_ip_literal(rest) if not wildcard else None
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    if len(rest) > 253 or not _NAME.match(rest):
         raise Unprocessable(
             f"{domain!r} is not a host name; use e.g. api.example.com or *.example.com "
             "(one leading wildcard at most, no scheme, port or path)",
             code="invalid_domain",
         )
-    return value
+    if wildcard and "." not in rest:
+        raise Unprocessable(
+            f"{domain!r} would allow every host under a top-level domain; a wildcard needs at least "
+            "two labels after it, as in *.example.com",
+            code="invalid_domain",
+        )
+    return f"*.{rest}" if wildcard else rest
