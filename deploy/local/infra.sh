@@ -81,6 +81,11 @@ auto.create.topics.enable=false
 delete.topic.enable=true
 num.partitions=4
 
+# one record size everywhere: topics' max.message.bytes and producers'
+# max_request_size are the same 2 MiB (libs/fnbus/topics.py MAX_MESSAGE_BYTES)
+message.max.bytes=2097152
+replica.fetch.max.bytes=2097152
+
 # sized for a 2-core development machine
 num.network.threads=2
 num.io.threads=4

@@ -9,6 +9,18 @@ Contract of :class:`Consumer`:
    record is retried after ``retry_backoff_ms`` (handlers decide what is poison).
 4. ``request_stop()`` stops taking records; ``run`` returns after the record in
    hand finished and was committed. ``stop()`` then leaves the group. Safe twice.
+
+Contract of :class:`Producer` (idempotent, ``acks=all``):
+1. A record over :data:`fnbus.topics.MAX_MESSAGE_BYTES` (the topics'
+   ``max.message.bytes``, also the producer's ``max_request_size``) is refused
+   before it is queued (``MessageSizeTooLargeError``); nothing else is harmed.
+2. Retriable broker errors are retried inside the client; what reaches the
+   caller is final for that record.
+3. An idempotent producer that had a batch refused has a gap in its sequence
+   numbers and would fail every later batch of that partition
+   (``OutOfOrderSequenceNumber``), and its sender task ends for good. After any
+   such failure the next send goes through a new client (new producer id);
+   the old one is closed in the background. ``renewals`` counts them.
 """
 
 from __future__ import annotations
@@ -20,6 +32,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+
+from fnbus.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +69,36 @@ def consumer_alive(consumer: AIOKafkaConsumer | None) -> bool:
 
 
 class Producer:
-    def __init__(self, bootstrap: str, *, client_id: str = "fnbus", linger_ms: int = 0) -> None:
+    def __init__(self, bootstrap: str, *, client_id: str = "fnbus", linger_ms: int = 0,
+                 max_request_size: int = MAX_MESSAGE_BYTES) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._linger_ms = linger_ms
+        self._max_request_size = max_request_size
         self._producer: AIOKafkaProducer | None = None
+        self._broken: AIOKafkaProducer | None = None  # the client that failed a batch
+        self._renewing = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
+        self.renewals = 0
 
     @property
     def started(self) -> bool:
         return self._producer is not None
 
-    async def start(self) -> None:
-        if self._producer is not None:
-            raise RuntimeError("producer already started")
-        producer = AIOKafkaProducer(
+    def _new_client(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=self._linger_ms,
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=self._max_request_size,
         )
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            raise RuntimeError("producer already started")
+        producer = self._new_client()
         await producer.start()
         self._producer = producer
 
@@ -83,6 +106,54 @@ class Producer:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()  # flushes what is pending
+        if self._retired:
+            await asyncio.gather(*self._retired, return_exceptions=True)
+
+    @staticmethod
+    def _sender_dead(producer: AIOKafkaProducer) -> bool:
+        # aiokafka ends its sender task on OutOfOrderSequenceNumber and never
+        # restarts it: records queued after that would wait forever.
+        task = producer._sender.sender_task
+        return task is not None and task.done()
+
+    async def _client(self) -> AIOKafkaProducer:
+        producer = self._producer
+        if producer is None:
+            raise NotStartedError("producer not started")
+        if self._broken is producer or self._sender_dead(producer):
+            async with self._renewing:
+                if self._producer is producer:  # not renewed by a concurrent send meanwhile
+                    await self._renew(producer)
+            if self._producer is None:
+                raise NotStartedError("producer stopped")
+        return self._producer
+
+    async def _renew(self, old: AIOKafkaProducer) -> None:
+        fresh = self._new_client()
+        await fresh.start()
+        self._producer = fresh
+        self.renewals += 1
+        log.warning("kafka producer renewed after a failed batch",
+                    extra={"client_id": self._client_id, "renewals": self.renewals})
+
+        async def retire() -> None:
+            try:
+                async with asyncio.timeout(30):
+                    await old.stop()
+            except Exception as exc:  # noqa: BLE001 - it is being thrown away
+                log.info("closing a failed kafka producer: %r", exc)
+
+        task = asyncio.create_task(retire())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    def _watch(self, producer: AIOKafkaProducer, future: asyncio.Future[Any]) -> None:
+        """After a batch failed at the broker, the next send renews the client (contract 3)."""
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                self._broken = producer
+
+        future.add_done_callback(done)
 
     async def send(
         self,
@@ -93,17 +164,19 @@ class Producer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Any:
         """Send and wait until the broker acknowledged (durable)."""
-        if self._producer is None:
-            raise NotStartedError("producer not started")
-        return await self._producer.send_and_wait(topic, value, key=_key(key), headers=headers)
+        producer = await self._client()
+        future = await producer.send(topic, value, key=_key(key), headers=headers)
+        self._watch(producer, future)
+        return await future
 
     async def send_nowait(
         self, topic: str, value: bytes, *, key: str | bytes | None = None
     ) -> asyncio.Future[Any]:
         """Queue a record; the returned future resolves when the broker acknowledged it."""
-        if self._producer is None:
-            raise NotStartedError("producer not started")
-        return await self._producer.send(topic, value, key=_key(key))
+        producer = await self._client()
+        future = await producer.send(topic, value, key=_key(key))
+        self._watch(producer, future)
+        return future
 
     async def ping(self) -> bool:
         """True while the client knows at least one live broker."""

@@ -244,6 +244,8 @@ class ErrorCode:
     RUNTIME_EXCEPTION = "com.liveperson.faas.handler.runtime-exception"  # thrown / crashed
     TIMEOUT = "com.liveperson.faas.handler.executiontime-exceeded"  # hard-killed at the limit
     LOG_LIMIT = "com.liveperson.faas.handler.log-limit-reached"
+    # ours, in the same family: the result is over FNBUS_MAX_RESULT_BYTES (a lambda's own error)
+    RESULT_TOO_LARGE = "com.liveperson.faas.handler.result-too-large"
     NOT_DEPLOYED = "fnbus.lambda.not-deployed"
     PLATFORM = "fnbus.platform.failure"  # our fault: engine, runner, broker
     OVERLOADED = "fnbus.platform.overloaded"

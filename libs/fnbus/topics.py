@@ -2,6 +2,18 @@
 
 Names take a prefix (``FNBUS_TOPIC_PREFIX``) so tests can run against a shared
 broker without seeing each other's messages.
+
+Message sizes, one number everywhere (:data:`MAX_MESSAGE_BYTES`, 2 MiB): every
+topic is created with ``max.message.bytes`` of that size, the producer's
+``max_request_size`` is the same (a bigger record is refused before it is
+queued), and the local broker's ``message.max.bytes`` matches
+(deploy/local/infra.sh). What travels fits with room to spare: a lambda's
+result is capped at ``FNBUS_MAX_RESULT_BYTES`` (1 MiB; a bigger one becomes the
+error ``…handler.result-too-large``), request bodies at 1 MiB by the gateway,
+logs at 6,000 characters per invocation and error texts at a few KiB.
+Topics created before this setting keep the broker's default (1 MiB); raise
+theirs with ``kafka-configs.sh --alter --entity-type topics --entity-name <topic>
+--add-config max.message.bytes=2097152``.
 """
 
 from __future__ import annotations
@@ -19,6 +31,9 @@ log = logging.getLogger(__name__)
 # smallest delay topic that is >= the backoff the policy asks for.
 RETRY_DELAYS_S = (1, 10, 60, 300)
 
+#: Largest record on any of our topics, in bytes (see the module docstring).
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -29,7 +44,7 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
     def new_topic(self) -> NewTopic:
-        configs = dict(self.configs)
+        configs = {"max.message.bytes": str(MAX_MESSAGE_BYTES), **self.configs}
         if self.compacted:
             configs["cleanup.policy"] = "compact"
         if self.retention_ms is not None:

@@ -8,6 +8,18 @@ For every request the invoker publishes, before its offset may be committed:
    the next attempt to a delay topic, a dead letter, or a log line
    (:mod:`services.invoker.retries`).
 
+Everything published fits the topics' record size (:mod:`fnbus.topics`):
+a result over ``max_result_bytes`` is not published but reported as the
+lambda's error ``…handler.result-too-large``; logs and error texts are bounded
+by the runner protocol. Publishing never loops on one invocation's output:
+4. a record the broker refuses for what it is (too large, invalid, not
+   serialisable) is replaced at once by a small platform-failure reply and
+   activation record (``fnbus.platform.failure``), without result and logs;
+5. other errors (the broker unavailable, a producer renewed after a failed
+   batch) are retried with backoff for up to :data:`PUBLISH_RETRY_S`, then the
+   failure record is published instead, retried until the broker takes it or
+   the invoker stops (then the request stays uncommitted and is redelivered).
+
 An (activation id, attempt) that this invoker already ran or is running is
 skipped: a redelivered request (a rebalance, a relay that crashed after
 producing, a registry that crashed between producing and committing) does not
@@ -19,6 +31,7 @@ survive a restart of the invoker.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -27,12 +40,20 @@ from typing import Any
 
 import httpx
 from aiokafka import ConsumerRecord
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from fnbus.kafka import Producer
 from fnbus.lambda_cache import LambdaCache
-from fnbus.runner_protocol import ErrorKind, LogEntry, RunResult, ToolbeltHandler
+from fnbus.runner_protocol import ErrorKind, LogEntry, RunResult, ToolbeltHandler, clip
 from fnbus.sandbox import ContainerError
 from fnbus.schemas import (
     SCHEMA_VERSION,
@@ -69,6 +90,22 @@ PLACEMENT_ATTEMPTS = 3
 REPLACED = Counter("fnbus_container_replacements_total",
                    "Calls placed again because their container failed before the code ran")
 DUPLICATES = Counter("fnbus_duplicate_requests_total", "Redelivered requests skipped", ["source"])
+UNPUBLISHABLE = Counter("fnbus_unpublishable_results_total",
+                        "Results replaced by a failure record because they could not be published",
+                        ["reason"])
+
+#: A result larger than this (as JSON, UTF-8) fails with ErrorCode.RESULT_TOO_LARGE;
+#: the service passes FNBUS_MAX_RESULT_BYTES.
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+#: How long a retriable publishing error is retried before the failure record replaces it.
+PUBLISH_RETRY_S = 30.0
+_PUBLISH_BACKOFF_FIRST_S = 0.2
+_PUBLISH_BACKOFF_MAX_S = 5.0
+#: Errors that say the record itself can never be written (rule 4 of the module docstring).
+UNPUBLISHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError,
+    CorruptRecordException, InvalidTimestampError, UnsupportedForMessageFormatError,
+    TypeError, ValueError)
 
 
 #: Builds the toolbelt handler of one invocation from its request and its deadline
@@ -107,7 +144,9 @@ class Invoker:
                  registry: httpx.AsyncClient, topics: Topics, instance: str,
                  default_timeout_ms: int, runtime_images: dict[str, str],
                  max_per_account: int, retries: Retries | None = None,
-                 toolbelt: ToolbeltFactory | None = None) -> None:
+                 toolbelt: ToolbeltFactory | None = None,
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 publish_retry_s: float = PUBLISH_RETRY_S) -> None:
         self.pool = pool
         self.producer = producer
         self.cache = cache
@@ -122,6 +161,8 @@ class Invoker:
         self.retries = retries
         self.recent = RecentActivations()
         self.toolbelt = toolbelt
+        self.max_result_bytes = max_result_bytes
+        self.publish_retry_s = publish_retry_s
 
     # -- entry point -----------------------------------------------------------------------
     async def handle_record(self, record: ConsumerRecord) -> None:
@@ -159,23 +200,77 @@ class Invoker:
                                               asyncio.Semaphore(self.max_per_account))
         async with semaphore:
             result, record, logs = await self.execute(request)
-        # Run once, publish until the broker took it: a retry never runs the code twice.
-        backoff_s = 0.2
-        published = False
+        # Run once, then publish (rules 4 and 5): a retry never runs the code twice.
+        result, record, logs = await self._publish_or_fail(request, result, record, logs)
+        if self.retries is None:
+            return
+        backoff_s = _PUBLISH_BACKOFF_FIRST_S
+        give_up = time.monotonic() + self.publish_retry_s
         while True:
             try:
-                if not published:
-                    await self.publish(request, result, record, logs)
-                    published = True
-                if self.retries is not None:
-                    decision = await self.retries.decide(request, result)
-                    await self.retries.apply(request, result, decision)
+                decision = await self.retries.decide(request, result)
+                await self.retries.apply(request, result, decision)
                 return
-            except Exception as exc:  # noqa: BLE001 - broker trouble; keep the result
-                log.warning("publishing the result failed; retrying",
-                            extra={"activation_id": request.activation_id, "error": str(exc)})
+            except UNPUBLISHABLE_ERRORS as exc:
+                # A retry or dead letter the broker refuses: the result is out already.
+                log.error("the retry policy's record could not be published; dropped", extra={
+                    "activation_id": request.activation_id, "account_id": request.account_id,
+                    "lambda_id": request.lambda_id, "error": repr(exc)})
+                return
+            except Exception as exc:  # noqa: BLE001 - broker trouble (or the registry's policy)
+                if time.monotonic() >= give_up:
+                    log.error("applying the retry policy kept failing; dropped", extra={
+                        "activation_id": request.activation_id, "account_id": request.account_id,
+                        "lambda_id": request.lambda_id, "error": repr(exc)})
+                    return
+                log.warning("applying the retry policy failed; retrying", extra={
+                    "activation_id": request.activation_id, "error": repr(exc)})
                 await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
+                backoff_s = min(backoff_s * 2, _PUBLISH_BACKOFF_MAX_S)
+
+    async def _publish_or_fail(self, request: InvocationRequest, result: InvocationResult,
+                               record: ActivationRecord, logs: list[LogEntry]
+                               ) -> tuple[InvocationResult, ActivationRecord, list[LogEntry]]:
+        """Publish the outcome, or a failure in its place; return what was published."""
+        backoff_s = _PUBLISH_BACKOFF_FIRST_S
+        give_up = time.monotonic() + self.publish_retry_s
+        failed = False
+        while True:
+            try:
+                await self.publish(request, result, record, logs)
+                return result, record, logs
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                extra = {"activation_id": request.activation_id, "account_id": request.account_id,
+                         "lambda_id": request.lambda_id, "error": repr(exc)}
+                unpublishable = isinstance(exc, UNPUBLISHABLE_ERRORS)
+                if not failed and (unpublishable or time.monotonic() >= give_up):
+                    reason = type(exc).__name__ if unpublishable else "retries-exhausted"
+                    UNPUBLISHABLE.labels(reason).inc()
+                    log.error("the outcome could not be published; publishing a failure instead",
+                              extra=extra)
+                    result, record = self._undeliverable(result, record, exc)
+                    logs = []
+                    failed = True
+                    backoff_s = _PUBLISH_BACKOFF_FIRST_S
+                    continue
+                if failed and unpublishable:
+                    log.error("not even the failure record could be published; dropped", extra=extra)
+                    return result, record, logs
+                log.warning("publishing the outcome failed; retrying", extra=extra)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, _PUBLISH_BACKOFF_MAX_S)
+
+    @staticmethod
+    def _undeliverable(result: InvocationResult, record: ActivationRecord, exc: BaseException
+                       ) -> tuple[InvocationResult, ActivationRecord]:
+        """The small failure that replaces an outcome the broker would not take."""
+        error = InvocationError(
+            code=ErrorCode.PLATFORM,
+            message=f"the invocation finished ({result.outcome.value}) but its outcome could not "
+                    f"be delivered: {type(exc).__name__}: {clip(str(exc), 500)}")
+        update = {"outcome": InvocationOutcome.PLATFORM_FAILURE, "result": None, "error": error}
+        return (result.model_copy(update={**update, "logs": [], "logs_truncated": True}),
+                record.model_copy(update=update))
 
     # -- running -------------------------------------------------------------------------
     async def _load_code(self, account_id: str, lambda_id: str, version: int) -> Code:
@@ -260,7 +355,16 @@ class Invoker:
                 run = outcome_.result
                 assert run is not None
                 logs = run.logs
-                if not run.ok:
+                size = self._result_bytes(run) if run.ok else 0
+                if size > self.max_result_bytes:
+                    # The value is not published and not stored (error is set: see below).
+                    outcome = InvocationOutcome.CODING_FAILURE
+                    error = InvocationError(
+                        code=ErrorCode.RESULT_TOO_LARGE,
+                        message=f"the function's result is {size} bytes as JSON, more than the "
+                                f"limit of {self.max_result_bytes} bytes",
+                        details={"result_bytes": size, "max_result_bytes": self.max_result_bytes})
+                elif not run.ok:
                     outcome = InvocationOutcome.CODING_FAILURE
                     err = run.error
                     code = ErrorCode.CUSTOM_FAILURE if err and err.kind is ErrorKind.CUSTOM_FAILURE \
@@ -289,7 +393,7 @@ class Invoker:
         result = InvocationResult(
             activation_id=request.activation_id, account_id=request.account_id,
             lambda_id=request.lambda_id, outcome=outcome,
-            result=run.value if run is not None and run.ok else None, error=error,
+            result=run.value if run is not None and run.ok and error is None else None, error=error,
             duration_ms=duration_ms, cold_start=cold, logs=log_out,
             logs_truncated=bool(run and run.logs_truncated), finished_ms=finished_ms)
         record = ActivationRecord(
@@ -303,6 +407,13 @@ class Invoker:
             "lambda_id": request.lambda_id, "outcome": outcome.value, "cold": cold,
             "duration_ms": duration_ms})
         return result, record, logs
+
+    @staticmethod
+    def _result_bytes(run: RunResult) -> int:
+        try:
+            return len(json.dumps(run.value, ensure_ascii=False, separators=(",", ":")).encode())
+        except (TypeError, ValueError):
+            return 0  # it came from JSON; pydantic serialises it for the reply
 
     @staticmethod
     def _input(request: InvocationRequest) -> dict[str, Any]:
