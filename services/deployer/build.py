@@ -6,26 +6,40 @@ copied into the image:
 
 - Node: ``/opt/fnbus/node_modules`` (found by ``require`` from the runner's code path);
 - Python: ``/opt/fnbus/deps`` on ``PYTHONPATH``.
+
+Bounds: only registry versions are installed (:mod:`fnbus.dependencies`); the
+installed dependencies may not exceed ``max_dependencies_bytes`` (checked while
+the install runs, which is stopped once it is over, and again after it); the
+build context is written to a temporary file and streamed to the engine, never
+held in memory. :meth:`Builder.prune` keeps the images of a lambda's last
+``keep_deployments`` versions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import io
 import json
+import logging
 import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
+from fnbus.dependencies import DEFAULT_MAX_DEPENDENCIES_BYTES, installed_bytes, too_large
 from fnbus.schemas import DeployRequest, Runtime
 
+log = logging.getLogger(__name__)
+
 INSTALL_TIMEOUT_S = 300
+#: How often a running install's size is measured against the cap.
+SIZE_POLL_S = 0.5
 LABEL_LAMBDA = "fnbus.lambda"
 LABEL_VERSION = "fnbus.version"
 LABEL_DIGEST = "fnbus.content-digest"
@@ -39,6 +53,9 @@ class BuildFailed(Exception):
 class Artifact:
     image: str
     reused: bool
+    #: No image had this tag before the build: removing it on failure takes nothing
+    #: from an earlier deployment.
+    new_tag: bool = False
 
 
 def image_tag(request: DeployRequest) -> str:
@@ -70,20 +87,45 @@ def dockerfile(request: DeployRequest, digest: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _run(*argv: str, cwd: Path) -> None:
+async def _watch_size(proc: asyncio.subprocess.Process, target: Path, max_bytes: int) -> int:
+    """Kill ``proc`` once ``target`` holds more than ``max_bytes``; return the size seen then."""
+    while True:
+        await asyncio.sleep(SIZE_POLL_S)
+        size = await asyncio.to_thread(installed_bytes, target)
+        if size > max_bytes:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            return size
+
+
+async def _run(*argv: str, cwd: Path, max_bytes: int) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    watch = asyncio.create_task(_watch_size(proc, cwd, max_bytes))
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=INSTALL_TIMEOUT_S)
     except TimeoutError:
         proc.kill()
+        await proc.wait()
         raise BuildFailed(f"installing dependencies took longer than {INSTALL_TIMEOUT_S} s") from None
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+    if watch.done() and not watch.cancelled() and watch.exception() is None:
+        raise BuildFailed(too_large(watch.result(), max_bytes))
     if proc.returncode != 0:
         tail = out.decode(errors="replace").strip().splitlines()[-8:]
         raise BuildFailed("installing dependencies failed: " + " | ".join(tail))
 
 
-async def install_dependencies(request: DeployRequest, target: Path) -> None:
+async def install_dependencies(request: DeployRequest, target: Path,
+                               max_bytes: int = DEFAULT_MAX_DEPENDENCIES_BYTES) -> None:
+    """Install into ``target``; BuildFailed if the install fails or grows over ``max_bytes``."""
     await asyncio.to_thread(target.mkdir, parents=True)
     deps = request.dependencies
     if request.runtime is Runtime.NODEJS:
@@ -91,26 +133,30 @@ async def install_dependencies(request: DeployRequest, target: Path) -> None:
         await asyncio.to_thread((target / "package.json").write_text, manifest)
         # --ignore-scripts: no install hooks of third-party packages run on the host.
         await _run("npm", "install", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund",
-                   "--loglevel=error", cwd=target)
+                   "--loglevel=error", cwd=target, max_bytes=max_bytes)
     else:
         specs = [f"{name}{spec if spec[0] in '<>=!~' else '==' + spec}" if spec != "*" else name
                  for name, spec in deps.items()]
         await _run("python3", "-m", "pip", "install", "--quiet", "--no-input", "--only-binary=:all:",
-                   "--target", str(target), *specs, cwd=target)
+                   "--target", str(target), *specs, cwd=target, max_bytes=max_bytes)
+    # The watcher samples; the final size is what goes into the image.
+    size = await asyncio.to_thread(installed_bytes, target)
+    if size > max_bytes:
+        raise BuildFailed(too_large(size, max_bytes))
 
 
-def _context_tar(root: Path) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+def _write_context(root: Path, out: Path) -> None:
+    """The build context as a tar file on disk (``out`` is outside ``root``)."""
+    with tarfile.open(out, mode="w") as tar:
         tar.add(root, arcname=".")
-    buf.seek(0)
-    return buf
 
 
 class Builder:
-    def __init__(self, client: docker.DockerClient, runtime_images: dict[str, str]) -> None:
+    def __init__(self, client: docker.DockerClient, runtime_images: dict[str, str], *,
+                 max_dependencies_bytes: int = DEFAULT_MAX_DEPENDENCIES_BYTES) -> None:
         self.client = client
         self.runtime_images = runtime_images
+        self.max_dependencies_bytes = max_dependencies_bytes
 
     def _base_id(self, runtime: Runtime) -> str:
         try:
@@ -119,42 +165,101 @@ class Builder:
             raise BuildFailed(f"runtime image {self.runtime_images[runtime.value]} is missing; "
                               "run deploy/images/build.sh") from None
 
-    def _existing(self, tag: str, digest: str) -> bool:
+    def _existing(self, tag: str, digest: str) -> tuple[bool, bool]:
+        """(an image has this tag, it has this content)."""
         try:
             image = self.client.images.get(tag)
         except ImageNotFound:
-            return False
-        return bool(image.labels.get(LABEL_DIGEST) == digest)
+            return False, False
+        return True, bool(image.labels.get(LABEL_DIGEST) == digest)
 
     async def build(self, request: DeployRequest) -> Artifact:
         tag = image_tag(request)
         base_id = await asyncio.to_thread(self._base_id, request.runtime)
         digest = content_digest(request, base_id)
-        if await asyncio.to_thread(self._existing, tag, digest):
+        tagged, same = await asyncio.to_thread(self._existing, tag, digest)
+        if same:
             return Artifact(tag, reused=True)
         with tempfile.TemporaryDirectory(prefix="fnbus-build-") as tmp:
-            root = Path(tmp)
+            root = Path(tmp) / "context"
             code_dir = root / "code"
-            code_dir.mkdir()
+            await asyncio.to_thread(code_dir.mkdir, parents=True)
             name = "index.js" if request.runtime is Runtime.NODEJS else "lambda.py"
-            (code_dir / name).write_text(request.code)
+            await asyncio.to_thread((code_dir / name).write_text, request.code)
             if request.dependencies:
-                await install_dependencies(request, root / "deps")
-            (root / "Dockerfile").write_text(dockerfile(request, digest))
-            context = _context_tar(root)
+                await install_dependencies(request, root / "deps", self.max_dependencies_bytes)
+            await asyncio.to_thread((root / "Dockerfile").write_text, dockerfile(request, digest))
+            context = Path(tmp) / "context.tar"
+            await asyncio.to_thread(_write_context, root, context)
             await asyncio.to_thread(self._docker_build, context, tag,
                                     {"BASE_IMAGE": self.runtime_images[request.runtime.value]})
-        return Artifact(tag, reused=False)
+        return Artifact(tag, reused=False, new_tag=not tagged)
 
-    def _docker_build(self, context: io.BytesIO, tag: str, args: dict[str, str]) -> None:
+    def _docker_build(self, context: Path, tag: str, args: dict[str, str]) -> None:
         try:
-            self.client.images.build(fileobj=context, custom_context=True, tag=tag, buildargs=args,
-                                     rm=True, forcerm=True, network_mode="none", pull=False,
-                                     # An identical version is reused before building (_existing);
-                                     # the cache could only hand out another lambda's layers.
-                                     nocache=True)
+            with context.open("rb") as fileobj:
+                self._build_from(fileobj, tag, args)
         except (BuildError, APIError, DockerException) as exc:
             raise BuildFailed(f"image build failed: {exc}") from exc
+
+    def _build_from(self, fileobj: BinaryIO, tag: str, args: dict[str, str]) -> None:
+        # A file object is streamed to the engine in chunks, never read whole.
+        self.client.images.build(fileobj=fileobj, custom_context=True, tag=tag, buildargs=args,
+                                 rm=True, forcerm=True, network_mode="none", pull=False,
+                                 # An identical version is reused before building (_existing);
+                                 # the cache could only hand out another lambda's layers.
+                                 nocache=True)
+
+    def _remove_image_sync(self, image: str) -> bool:
+        try:
+            self.client.images.remove(image)
+        except ImageNotFound:
+            return False
+        except DockerException as exc:
+            log.info("image not removed", extra={"image": image, "error": str(exc)})
+            return False
+        return True
+
+    async def remove_image(self, image: str) -> bool:
+        """Remove one image unless a container uses it; True if it went."""
+        return await asyncio.to_thread(self._remove_image_sync, image)
+
+    def _prune_sync(self, lambda_id: str, keep: int, current: str | None) -> int:
+        images = self.client.images.list(filters={"label": f"{LABEL_LAMBDA}={lambda_id}"})
+        current_id = None
+        if current is not None:
+            with contextlib.suppress(ImageNotFound):
+                current_id = self.client.images.get(current).id
+        in_use = {c.attrs.get("Image") for c in self.client.containers.list(all=True)}
+
+        def version(image: docker.models.images.Image) -> int:
+            value = image.labels.get(LABEL_VERSION, "")
+            return int(value) if value.isdigit() else -1
+
+        # Tagged images by version, newest first; an untagged one (replaced by a
+        # rebuild of its version) never counts as one of the kept deployments.
+        tagged = sorted((i for i in images if i.tags), key=version, reverse=True)
+        kept = {i.id for i in tagged[:keep]}
+        removed = 0
+        for image in images:
+            if image.id in kept or image.id == current_id or image.id in in_use:
+                continue
+            try:
+                self.client.images.remove(image.id)
+                removed += 1
+            except ImageNotFound:
+                pass
+            except DockerException as exc:  # a container started since we looked
+                log.info("old image not removed", extra={"image": image.id, "error": str(exc)})
+        return removed
+
+    async def prune(self, lambda_id: str, keep: int, current: str | None = None) -> int:
+        """Remove the lambda's images beyond the newest ``keep`` versions; how many went.
+
+        Never ``current`` (the image just deployed) nor an image a container
+        (a warm one of the invoker) still uses: those go in a later prune.
+        """
+        return await asyncio.to_thread(self._prune_sync, lambda_id, keep, current)
 
     def _remove_images(self, lambda_id: str) -> tuple[int, int]:
         """Remove the lambda's images; (removed, still in use)."""

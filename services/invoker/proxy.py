@@ -9,7 +9,11 @@
 
 Contract:
 1. ``start()`` starts the container and connects to its runner (STARTING → READY).
-2. ``initialize()`` loads one lambda version's code (READY → WARM), once.
+   The socket directory is sealed (``ContainerRuntime.seal``) before any code is
+   loaded, so the lambda cannot write to the host through it.
+2. ``initialize()`` loads one lambda version's code (READY → WARM), once, within
+   ``timeout_s``: code that does not finish loading in time (a top-level endless
+   loop) gets its container killed and fails like code that does not load.
 3. ``run()`` runs one invocation (WARM → RUNNING → WARM). On timeout the container
    is SIGKILLed *before* ``run()`` returns, so no side effect outlives the error;
    a killed or broken container ends in REMOVING and is never reused.
@@ -40,6 +44,8 @@ from services.invoker.pool import Slot, VersionKey
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 20.0
+#: Longest a cold container may take to load a version's code (Settings.deploy_init_timeout_ms).
+INIT_TIMEOUT_S = 10.0
 
 
 class ProxyState(str, Enum):
@@ -107,15 +113,28 @@ class ContainerProxy:
             await self.remove()
             raise ProxyError(f"runner did not come up: {reason or exc}") from exc
         self.conn = conn
+        try:
+            await self.engine.seal(self.handle)
+        except OSError as exc:
+            await self.remove()
+            raise ProxyError(f"cannot seal the container's socket directory: {exc}") from exc
         self.state = ProxyState.READY
 
     async def initialize(self, key: VersionKey, code: str, env: dict[str, str],
-                         log_limit: LogLimit) -> None:
+                         log_limit: LogLimit, timeout_s: float = INIT_TIMEOUT_S) -> None:
         assert self.conn is not None and self.state is ProxyState.READY, self.state
         try:
-            await self.conn.init(code=code, runtime=_RUNTIME_WIRE.get(self.runtime, self.runtime),
-                                 account_id=key.account_id, lambda_id=key.lambda_id, env=env,
-                                 log_limit=log_limit)
+            await asyncio.wait_for(
+                self.conn.init(code=code, runtime=_RUNTIME_WIRE.get(self.runtime, self.runtime),
+                               account_id=key.account_id, lambda_id=key.lambda_id, env=env,
+                               log_limit=log_limit),
+                timeout=timeout_s)
+        except TimeoutError:
+            # The code is still loading (an endless loop at top level): the lambda's
+            # fault, not the container's, so it is not placed again elsewhere.
+            await self.remove()
+            raise InitFailed(RunnerInitError(
+                "InitTimeout", f"the code did not finish loading within {timeout_s:g} s")) from None
         except RunnerInitError as exc:
             await self.remove()
             raise InitFailed(exc) from exc
