@@ -126,7 +126,7 @@ async def lp_list_lambdas(
     async def full(item: dict[str, Any]) -> dict[str, Any] | None:
         async with gate:
             try:
-                return await registry.call(  # type: ignore[no-any-return]
+                return await registry.call(
                     "GET", f"{base}/{item['id']}", identity=who)
             except NotFound:  # deleted since the listing
                 return None

@@ -110,7 +110,7 @@ class ContextStore:
             account_id, name)
         if row is None:
             raise _no_namespace(name)
-        return row["ttl_s"]  # type: ignore[no-any-return]
+        return row["ttl_s"]
 
     # -- sessions and properties ------------------------------------------------------
     async def list_sessions(self, account_id: str, namespace: str) -> list[str]:
