@@ -65,6 +65,7 @@ _REGISTRY_TIMEOUT_S = 5.0
 _CSDS_TIMEOUT_S = 5.0
 _SESSION = re.compile(SESSION_PATTERN)
 _SERVICE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 _LP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The app key's fields, under the names the original's secret and its docs use.
 _KEY_FIELDS = {
@@ -306,10 +307,13 @@ def _service(value: Any) -> str:
 
 def _origin(base_uri: str) -> str:
     """``scheme://host[:port]`` of a CSDS baseURI; https unless it names its own scheme."""
-    text = base_uri.strip().rstrip("/")
+    text = base_uri.strip()
     parts = urlsplit(text if "://" in text else f"https://{text}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    host = parts.hostname or ""
+    if (parts.scheme not in ("http", "https") or parts.username is not None
+            or not (_HOST.match(host) or ":" in host)):
         raise ValueError(base_uri)
+    parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     return f"{parts.scheme}://{parts.netloc}"
 
 
