@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import ipaddress
 import logging
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fnbus.config import Settings
 from fnbus.errors import ApiError
+from fnbus.identity import constant_time_equal
+from fnbus.secrets_check import check_secrets
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,21 @@ class TaskGroup:
         self._tasks.clear()
 
 
+# Framework errors that do not come from our code (routing, body parsing) get our codes too.
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+               415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """Every error a service answers is ``{"error": {"code", "message"}}``, whoever raised it."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
@@ -104,8 +124,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            malformed = {"error": {"code": "malformed_json", "message": "request body is not valid JSON"}}
-            return JSONResponse(malformed, status_code=400)
+            return error_response(400, "malformed_json", "request body is not valid JSON")
         details = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in errors
@@ -121,11 +140,101 @@ def install_error_handlers(app: FastAPI) -> None:
         }
         return JSONResponse(body, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI raises 400 "There was an error parsing the body" for a body that is not
+        # UTF-8 (json.loads fails before it can say json_invalid): that is malformed JSON too.
+        detail = str(exc.detail)
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        if exc.status_code == 400 and "parsing the body" in detail:
+            code, detail = "malformed_json", "request body is not valid UTF-8 JSON"
+        status = exc.status_code if exc.status_code < 500 else 500
+        return error_response(status, code, detail, headers=getattr(exc, "headers", None))
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        body = {"error": {"code": "internal_error", "message": "internal error"}}
-        return JSONResponse(body, status_code=500)
+        return error_response(500, "internal_error", "internal error")
+
+
+# -- the edge every request passes ----------------------------------------------------------
+def has_control_characters(text: str) -> bool:
+    """C0/C1 controls and DEL: never part of an id, a name or a key, and unsafe to forward."""
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def _is_loopback_client(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _has_service_token(request: Request, settings: Settings) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and constant_time_equal(token.strip(), settings.service_token)
+
+
+# Pages a browser renders (console, API docs): nothing from elsewhere, no inline script,
+# no framing. The console sends the same policy in a meta tag; a header also covers framing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+BROWSER_PATHS = ("/console", "/docs")
+
+
+def _browser_headers(response: Response) -> None:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+
+
+def docs_page(app: FastAPI) -> str:
+    """The operations as one static page: no script, no CDN (most installations are offline)."""
+    schema = app.openapi()
+    rows = []
+    for path, item in schema.get("paths", {}).items():
+        for method, op in item.items():
+            rows.append(
+                f"<tr><td>{html.escape(method.upper())}</td><td><code>{html.escape(path)}</code>"
+                f"</td><td>{html.escape(str(op.get('summary') or ''))}</td>"
+                f"<td>{html.escape(str(op.get('x-permission') or ''))}</td></tr>")
+    title = html.escape(str(schema.get("info", {}).get("title", "API")))
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+        "</head><body>"
+        f"<h1>{title}</h1><p>The machine-readable description is "
+        "<a href='/openapi.json'>/openapi.json</a> (OpenAPI 3); load it into any OpenAPI "
+        "viewer or client generator. Errors are <code>{\"error\": {\"code\", \"message\"}}"
+        "</code>.</p><table><thead><tr><th>method</th><th>path</th><th>summary</th>"
+        f"<th>permission</th></tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>")
+
+
+def edge_refusal(request: Request, settings: Settings) -> JSONResponse | None:
+    """What the service answers before routing, or None to route the request.
+
+    1. A path with control characters (``%00``–``%1F``, ``%7F``, C1) names nothing: 400.
+    2. ``/internal/*`` needs the service token, on every service, whatever its routers say.
+    3. ``/metrics`` answers loopback clients and the service token; anyone only when the
+       operator sets ``metrics_public`` (compose does, on its private network).
+    """
+    path = request.scope.get("path", "")
+    if has_control_characters(path):
+        return error_response(400, "invalid_path",
+                              "the request path contains control characters")
+    if (path == "/internal" or path.startswith("/internal/")) and not _has_service_token(
+            request, settings):
+        return error_response(401, "service_token_required",
+                              "internal API: service token required")
+    if path == "/metrics" and not (getattr(settings, "metrics_public", False)
+                                   or _is_loopback_client(request)
+                                   or _has_service_token(request, settings)):
+        return error_response(403, "metrics_not_public",
+                              "metrics answer loopback clients and the service token only")
+    return None
 
 
 def create_service_app(
@@ -134,6 +243,10 @@ def create_service_app(
     lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
+    check_secrets(settings, name)
+    # FastAPI's /docs and /redoc load their scripts from a CDN: replaced by docs_page below.
+    fastapi_kwargs.setdefault("docs_url", None)
+    fastapi_kwargs.setdefault("redoc_url", None)
     app = FastAPI(title=f"fnbus {name}", lifespan=lifespan, **fastapi_kwargs)
     app.state.settings = settings
     app.state.health = Health()
@@ -143,7 +256,10 @@ def create_service_app(
     @app.middleware("http")
     async def _metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        refused = edge_refusal(request, settings)
+        response = refused if refused is not None else await call_next(request)
+        if request.scope.get("path", "").startswith(BROWSER_PATHS):
+            _browser_headers(response)
         HTTP_LATENCY.labels(name).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels(name, request.method, str(response.status_code)).inc()
         return response
@@ -155,6 +271,10 @@ def create_service_app(
             {"service": name, "status": "ok" if ok else "failing", "checks": checks},
             status_code=200 if ok else 503,
         )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

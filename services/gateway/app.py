@@ -30,6 +30,7 @@ from services.gateway import (
 from services.gateway.auth import Authenticator
 from services.gateway.internal_client import InternalClient
 from services.gateway.limits import BodyLimit
+from services.gateway.routes import document_compat_errors
 
 CONSOLE_DIR = Path(__file__).parent / "console"
 
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(certificates.router)
     app.include_router(context.router)
     app.include_router(lp_compat.router)
+    document_compat_errors(app)  # the original's {errorCode, errorMsg} where its paths answer it
     # The web console: static files, talking to the same-origin API above.
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),
               name="console")

@@ -21,6 +21,7 @@ from fnbus import identity as ident
 from fnbus.errors import BadRequest, Forbidden, Unauthorized
 from fnbus.permissions import INVOKE_SCOPE
 from services.gateway.auth import _identity
+from services.gateway.routes import ERRORS
 
 router = APIRouter()
 
@@ -85,14 +86,14 @@ async def _issue(request: Request, account_id: str | None) -> dict[str, Any]:
     return TokenOut(access_token=token, expires_in=ttl, scope=scope).model_dump()
 
 
-@router.post("/oauth/token", response_model=TokenOut, tags=["auth"],
+@router.post("/oauth/token", response_model=TokenOut, tags=["auth"], responses=ERRORS,
              openapi_extra={"x-permission": "client credentials"},
              summary="OAuth2 client credentials grant (form: client_id, client_secret, scope)")
 async def token(request: Request) -> dict[str, Any]:
     return await _issue(request, None)
 
 
-@router.post("/sentinel/api/account/{accountId}/app/token", response_model=TokenOut,
+@router.post("/sentinel/api/account/{accountId}/app/token", response_model=TokenOut, responses=ERRORS,
              tags=["auth", "compatibility"], openapi_extra={"x-permission": "client credentials"},
              summary="The original platform's token path (query v=2.0)")
 async def sentinel_token(accountId: str, request: Request) -> dict[str, Any]:  # noqa: N803

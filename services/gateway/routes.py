@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from pydantic import BaseModel
 
 from fnbus.api_models import ErrorOut
 from fnbus.identity import Identity
@@ -17,8 +18,47 @@ from fnbus.permissions import Permission
 from services.gateway.internal_client import InternalClient
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
+
+
+class LpErrorOut(BaseModel):
+    """The original platform's error body on its invocation paths."""
+
+    errorCode: str  # noqa: N815 - the original's field names
+    errorMsg: str  # noqa: N815
+
+
+# On the original platform's invocation paths these statuses carry its own body.
+LP_ERROR_STATUSES = ("404", "500", "901")
+
+
+def document_compat_errors(app: FastAPI) -> None:
+    """Publish ``{errorCode, errorMsg}`` for the compatibility invocation paths' own errors.
+
+    Auth and body validation still answer our envelope there; "not deployed" (404), a
+    platform failure (500) and the lambda's own failure (901) answer the original's shape.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["LpErrorOut"] = \
+            LpErrorOut.model_json_schema()
+        lp_error = {"description": "the original platform's error body", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/LpErrorOut"}}}}
+        for path, item in schema.get("paths", {}).items():
+            if not (path.startswith("/api/account/") and path.endswith("/invoke")):
+                continue
+            for operation in item.values():
+                for status in LP_ERROR_STATUSES:
+                    operation.setdefault("responses", {})[status] = lp_error
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def operation(router: APIRouter, method: str, path: str, permission: Permission, *,

@@ -557,9 +557,15 @@
 
   // -- session -------------------------------------------------------------------------
 
+  // The admin key lives in sessionStorage (gone with the tab, not readable from other
+  // tabs' storage); only the account name is remembered across sessions.
+  function storeFor(name) {
+    return name === STORE_KEY ? window.sessionStorage : window.localStorage;
+  }
+
   function storageGet(name) {
     try {
-      return window.localStorage.getItem(name) || '';
+      return storeFor(name).getItem(name) || '';
     } catch (_) {
       return ''; // storage disabled: nothing to prefill
     }
@@ -567,8 +573,9 @@
 
   function storageSet(name, value) {
     try {
-      if (value) window.localStorage.setItem(name, value);
-      else window.localStorage.removeItem(name);
+      if (name === STORE_KEY) window.localStorage.removeItem(name); // written there by older consoles
+      if (value) storeFor(name).setItem(name, value);
+      else storeFor(name).removeItem(name);
       return true;
     } catch (_) {
       return false;
@@ -1779,6 +1786,7 @@
     window.addEventListener('hashchange', onHashChange);
     window.addEventListener('unhandledrejection', function (e) { noticeError(e.reason); });
     window.addEventListener('error', function (e) { noticeError(e.error || e.message); });
+    try { window.localStorage.removeItem(STORE_KEY); } catch (_) { /* storage disabled */ }
     const account = storageGet(STORE_ACCOUNT);
     const key = storageGet(STORE_KEY);
     $('#signin-account').value = account;
