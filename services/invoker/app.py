@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from fnbus import dockerutil, resources
 from fnbus.config import Settings
+from fnbus.egress import Egress, EgressPolicy
 from fnbus.lambda_cache import LambdaCache
 from fnbus.sandbox import DockerRuntime, SandboxLimits
 from fnbus.schemas import LambdaChange
@@ -23,6 +24,7 @@ from services.invoker.dispatch import Dispatcher
 from services.invoker.engine import Invoker
 from services.invoker.manager import ContainerPool, PoolConfig
 from services.invoker.retries import PolicyCache, Retries, RetryRelay
+from services.invoker.toolbelt import Toolbelt
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,11 @@ def create_app(settings: Settings) -> FastAPI:
                 base_url=settings.registry_url, timeout=10,
                 headers={"Authorization": f"Bearer {settings.service_token}"})
             stack.push_async_callback(registry.aclose)
+            # Lambdas' outbound HTTP (allowlist, network policy, limits) and the toolbelt
+            # that brokers it, secrets and certificates for every invocation.
+            egress = Egress(EgressPolicy.from_settings(settings))
+            await stack.enter_async_context(egress)
+            toolbelt = Toolbelt(registry=registry, egress=egress, settings=settings)
             cache = LambdaCache(settings.kafka_bootstrap, topics.lambda_changes)
             await cache.start()
             stack.push_async_callback(cache.stop)
@@ -87,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
                 pool=pool, producer=producer, cache=cache, registry=registry, topics=topics,
                 instance=instance, default_timeout_ms=settings.lambda_timeout_ms,
                 runtime_images=images, max_per_account=settings.max_concurrent_per_account,
-                retries=Retries(producer, topics, PolicyCache(registry)))
+                retries=Retries(producer, topics, PolicyCache(registry)), toolbelt=toolbelt)
             app.state.invoker = invoker
             # Due retries go back to the invocations topic; a waiting partition is paused.
             relay = RetryRelay(
