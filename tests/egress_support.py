@@ -246,7 +246,12 @@ class LocalServer:
         return f"{self.scheme}://{host or self.host}:{self.port}{path}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self.host, 0, ssl=self._ssl)
+        if self._ssl is None:
+            self._server = await asyncio.start_server(self._connection, self.host, 0)
+        else:
+            # A short shutdown: a client that broke off the handshake must not hold stop() for 30 s.
+            self._server = await asyncio.start_server(self._connection, self.host, 0, ssl=self._ssl,
+                                                      ssl_handshake_timeout=5.0, ssl_shutdown_timeout=1.0)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -275,6 +280,9 @@ class LocalServer:
                 pass
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            # stop() cancels open connections; ending quietly keeps asyncio from logging it.
+            writer.transport.abort()
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -331,13 +339,16 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 async def _write(writer: asyncio.StreamWriter, method: str, response: Response) -> None:
     status = f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}\r\n"
     headers = list(response.headers)
-    body = b"" if method == "HEAD" else response.body
-    if response.chunk_size is None:
+    bodiless = method == "HEAD" or response.status in (204, 304) or response.status < 200
+    body = b"" if bodiless else response.body
+    if response.status in (204, 304) or response.status < 200:
+        pass
+    elif response.chunk_size is None:
         headers.append(("content-length", str(len(response.body))))
     else:
         headers.append(("transfer-encoding", "chunked"))
     writer.write((status + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode("latin-1"))
-    if method == "HEAD":
+    if bodiless:
         pass
     elif response.chunk_size is None:
         writer.write(body)

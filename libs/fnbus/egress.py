@@ -531,7 +531,20 @@ def _mapped(host: str) -> Iterator[None]:
         if tls is not None:
             detail = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or str(tls)
             raise EgressError(TLS_ERROR, f"TLS with {host} failed: {detail}") from None
-        raise EgressError(CONNECT_ERROR, f"connection to {host} failed: {exc or type(exc).__name__}") from None
+        raise EgressError(CONNECT_ERROR, f"connection to {host} failed: {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    """The first non-empty message down the exception's chain (httpcore wraps anyio wraps OSError)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        text = seen.strerror if isinstance(seen, OSError) and seen.strerror else str(seen)
+        if text:
+            return text
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -117,7 +117,7 @@ def test_public_addresses(address: str) -> None:
 def _policy(**kwargs: object) -> EgressPolicy:
     base: dict[str, object] = {"exempt_cidrs": (), "platform_ports": frozenset({8080, 9092, 5432})}
     base.update(kwargs)
-    return EgressPolicy(**base)  # type: ignore[arg-type]
+    return EgressPolicy(**base)
 
 
 def test_policy_without_exemptions_refuses_private_addresses() -> None:
