@@ -133,6 +133,73 @@ _add(Template(
     {"headers": [], "payload": {"email": "visitor@example.com", "transcript": []}},
 ))
 
+# Toolbelt examples (docs/toolbelt.md); bound to no event, invoked directly.
+_CRM_LOOKUP = """\
+async function lambda(input, callback) {
+  // Looks a customer up in a CRM over HTTPS with a token from the secret store.
+  // Before deploying: create the secret "crm-api-token" and allowlist
+  // crm.example.com (or point the URL at your own CRM and allowlist that).
+  const { Toolbelt } = require("lp-faas-toolbelt");
+  const httpClient = Toolbelt.HTTPClient();
+  const secretClient = Toolbelt.SecretClient();
+
+  const { customerId } = input.payload || {};
+  if (!customerId) {
+    return callback(null, { found: false, reason: "payload.customerId is missing" });
+  }
+  try {
+    const { value: token } = await secretClient.readSecret("crm-api-token");
+    const customer = await httpClient(
+      `https://crm.example.com/api/customers/${encodeURIComponent(customerId)}`,
+      { method: "GET", headers: { Authorization: `Bearer ${token}` }, json: true, timeout: 5000 },
+    );
+    return callback(null, { found: true, customer });
+  } catch (error) {
+    if (error.statusCode === 404) {
+      return callback(null, { found: false, reason: `no customer ${customerId}` });
+    }
+    // not allowlisted, secret missing, timeout, 5xx...: say why instead of failing
+    console.error(`CRM lookup failed: ${error.message}`);
+    return callback(null, { found: false, reason: error.message });
+  }
+}
+"""
+
+_CONTEXT_COUNTER = """\
+async function lambda(input, callback) {
+  // Counts how often it was invoked per conversation, in the context store
+  // (namespace "visits", kept for a day). Another lambda, a bot or an external
+  // system can read the same counter through the context API.
+  const { Toolbelt } = require("lp-faas-toolbelt");
+  const contextClient = Toolbelt.ContextServiceClient({ accountId: process.env.BRAND_ID });
+  const namespace = "visits";
+  const sessionId = (input.payload && input.payload.conversationId) || undefined;
+
+  try {
+    await contextClient.createNamespace(namespace, { ttl: 86400 });
+    const previous = await contextClient.getPropertyInSession(namespace, "count", sessionId);
+    const count = (Number(previous) || 0) + 1;
+    await contextClient.setPropertiesInNamespace(namespace, { count, lastSeen: Date.now() }, sessionId);
+    return callback(null, { conversationId: sessionId || "__default__", count });
+  } catch (error) {
+    console.error(`context store: ${error.message}`);
+    return callback(error);
+  }
+}
+"""
+
+_add(Template(
+    "crm-lookup", "CRM lookup (HTTP client + secret)", None, "nodejs", _CRM_LOOKUP,
+    {"headers": [], "payload": {"customerId": "42"}},
+    "Fetches a customer from a CRM over HTTPS with a bearer token read from the secret store; "
+    "needs the secret crm-api-token and an allowlisted CRM domain.",
+))
+_add(Template(
+    "context-counter", "Conversation counter (context store)", None, "nodejs", _CONTEXT_COUNTER,
+    {"headers": [], "payload": {"conversationId": _CONVERSATION["conversationId"]}},
+    "Counts invocations per conversation in the context store (namespace visits).",
+))
+
 
 def event_or_none(event_id: str | None) -> Event | None:
     return EVENTS.get(event_id) if event_id else None

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fnbus.runner_protocol import RunnerConnection, RunResult, ToolbeltCallError
+from fnbus import catalog
+from fnbus.runner_protocol import RunnerConnection, RunResult, ToolbeltCallError, check_first_line
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "libs" / "runtimes" / "node"
 RUNNER = NODE_DIR / "runner.js"
@@ -671,3 +672,59 @@ def test_typings_ship_with_the_package() -> None:
         "RequestError",
     ):
         assert name in typings
+
+
+# --------------------------------------------------------------------------- templates
+
+
+class ContextHost(FakeHost):
+    """FakeHost with a tiny context store for the counter template."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def __call__(self, method: str, args: list[Any]) -> Any:
+        if not method.startswith("context."):
+            return await super().__call__(method, args)
+        self.calls.append((method, args))
+        if method == "context.createNamespace":
+            return {"namespace": args[0], "createdAt": 1}
+        if method == "context.getPropertyInSession":
+            session = args[2] if len(args) > 2 and args[2] is not None else "__default__"
+            return self.store.get((args[0], session), {}).get(args[1])
+        if method == "context.setPropertiesInNamespace":
+            session = args[2] if len(args) > 2 and args[2] is not None else "__default__"
+            self.store.setdefault((args[0], session), {}).update(args[1])
+            return {"ok": True}
+        raise ToolbeltCallError("unknown_method", method)
+
+
+async def test_crm_lookup_template(run: Run) -> None:
+    template = catalog.TEMPLATES["crm-lookup"]
+    assert template.event_id is None and check_first_line(template.code, "node") is None
+    host = FakeHost()
+    host.secrets["crm-api-token"] = "tok-1"
+    value, _ = await run(template.code, template.sample_payload, host)
+    request = host.of("http.request")[0][0]
+    assert request["url"] == "https://crm.example.com/api/customers/42"
+    assert request["headers"] == {"Authorization": "Bearer tok-1", "accept": "application/json"}
+    assert request["timeout_ms"] == 5000
+    assert value == {"found": True, "customer": {"echo": request}}
+    # without the secret it says why instead of failing
+    value, _ = await run(template.code, template.sample_payload)
+    assert value["found"] is False and "crm-api-token" in value["reason"]
+
+
+async def test_context_counter_template(run: Run) -> None:
+    template = catalog.TEMPLATES["context-counter"]
+    assert template.event_id is None and check_first_line(template.code, "node") is None
+    host = ContextHost()
+    first, _ = await run(template.code, template.sample_payload, host)
+    second, _ = await run(template.code, template.sample_payload, host)
+    conversation = template.sample_payload["payload"]["conversationId"]
+    assert first == {"conversationId": conversation, "count": 1}
+    assert second == {"conversationId": conversation, "count": 2}
+    assert host.calls[0] == ("context.createNamespace", ["visits", {"ttl": 86400}])
+    alone, _ = await run(template.code, {"payload": {}}, host)
+    assert alone == {"conversationId": "__default__", "count": 1}
