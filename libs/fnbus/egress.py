@@ -297,6 +297,14 @@ class EgressPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, extra_ca_pem: str | None = None) -> EgressPolicy:
+        """The policy of ``settings``; ``extra_ca_pem`` wins over a ``egress_ca_file`` setting.
+
+        ``egress_ca_file`` (FNBUS_EGRESS_CA_FILE, a PEM bundle) is read when Settings has it.
+        """
+        ca_file = str(getattr(settings, "egress_ca_file", "") or "")
+        if extra_ca_pem is None and ca_file:
+            with open(ca_file, encoding="utf-8") as handle:
+                extra_ca_pem = handle.read()
         ports = {settings.port_of(name) for name in SERVICE_NAMES}
         ports.update(_bootstrap_ports(settings.kafka_bootstrap))
         ports.add(KAFKA_CONTROLLER_PORT)
@@ -639,7 +647,7 @@ class _State(str, enum.Enum):
 class _Hop:
     method: str
     url: httpx.URL
-    headers: dict[str, str]
+    headers: list[tuple[str, str]]
     body: bytes | None
     redirects: int = 0
 
@@ -710,8 +718,10 @@ class Egress:
             REQUESTS.labels(outcome=exc.code).inc()
             if exc.reason is not None:
                 REFUSALS.labels(reason=exc.reason.value).inc()
-                log.info("egress refused: %s", exc.message,
-                         extra={"lambda_id": rate_key, "reason": exc.reason.value})
+                # A function hammering past its limit would flood the log at INFO.
+                level = logging.DEBUG if exc.reason is RefusalReason.RATE_LIMITED else logging.INFO
+                log.log(level, "egress refused: %s", exc.message,
+                        extra={"lambda_id": rate_key, "reason": exc.reason.value})
             raise
         REQUESTS.labels(outcome="ok").inc()
         return response
@@ -730,7 +740,7 @@ class Egress:
             raise EgressError(RATE_LIMITED, f"more than {self.policy.requests_per_s:g} requests per second "
                               "from this function", reason=RefusalReason.RATE_LIMITED)
         max_redirects = self.policy.max_redirects if request.max_redirects is None else request.max_redirects
-        pool = self._acquire(certificate)
+        pool = await self._acquire(certificate)
         try:
             async with asyncio.timeout(budget):
                 return await self._follow(pool.client, hop, allowlist, check_allowlist,
@@ -744,7 +754,9 @@ class Egress:
                       check_allowlist: bool, follow_redirects: bool, max_redirects: int) -> EgressResponse:
         while True:
             self._admit(hop.url, allowlist, check_allowlist, redirected=hop.redirects > 0)
-            outgoing = client.build_request(hop.method, hop.url, headers=hop.headers, content=hop.body)
+            # Latin-1 as HTTP/1.1 allows (and Node's http module); _checked_headers vetted the values.
+            headers = [(k.encode("ascii"), v.encode("latin-1")) for k, v in hop.headers]
+            outgoing = client.build_request(hop.method, hop.url, headers=headers, content=hop.body)
             response = await client.send(outgoing, stream=True, follow_redirects=False)
             try:
                 location = response.headers.get("location")
@@ -794,7 +806,7 @@ class Egress:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _acquire(self, certificate: ClientCertificate | None) -> _Pool:
+    async def _acquire(self, certificate: ClientCertificate | None) -> _Pool:
         if certificate is None:
             assert self._default is not None
             pool = self._default
@@ -802,7 +814,13 @@ class Egress:
             key = certificate.fingerprint()
             found = self._certified.get(key)
             if found is None:
-                found = _Pool(self._client(_ssl_context(self.policy, certificate)))
+                # Loading the CA store takes milliseconds of file reading: not on the loop.
+                context = await asyncio.to_thread(_ssl_context, self.policy, certificate)
+                if self._state is not _State.OPENED:
+                    raise RuntimeError("Egress stopped")
+                found = self._certified.get(key)  # a concurrent first request may have won
+            if found is None:
+                found = _Pool(self._client(context))
                 self._certified[key] = found
                 while len(self._certified) > MAX_CERTIFICATE_POOLS:
                     _, old = self._certified.popitem(last=False)
@@ -842,16 +860,20 @@ def _checked_method(method: str) -> str:
     return verb
 
 
-def _checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    checked: dict[str, str] = {}
+def _checked_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    checked: list[tuple[str, str]] = []
     for name, value in headers.items():
         if not _HEADER_NAME.match(name):
             raise EgressError(BAD_REQUEST, f"invalid header name {name[:60]!r}")
         text = str(value)
         if _HEADER_VALUE_FORBIDDEN.search(text):
             raise EgressError(BAD_REQUEST, f"header {name} has a line break or NUL in its value")
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise EgressError(BAD_REQUEST, f"header {name} has characters outside Latin-1 in its value") from None
         if name.lower() not in _DROPPED_REQUEST_HEADERS:
-            checked[name] = text
+            checked.append((name, text))
     return checked
 
 
@@ -861,14 +883,14 @@ def _next_hop(hop: _Hop, status: int, location: str) -> _Hop:
     except (httpx.InvalidURL, ValueError) as exc:
         raise EgressError(BAD_REQUEST, f"redirect to an invalid URL {location[:200]!r}: {exc}") from None
     method, body = hop.method, hop.body
-    headers = dict(hop.headers)
+    headers = list(hop.headers)
     # 303 turns everything but HEAD into GET; 301/302 turn POST into GET as browsers do;
     # 307/308 keep method and body.
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
         method, body = "GET", None
-        headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-encoding")}
+        headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-encoding")]
     if target.host != hop.url.host:
-        headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+        headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIAL_HEADERS]
     return _Hop(method=method, url=target, headers=headers, body=body, redirects=hop.redirects + 1)
 
 

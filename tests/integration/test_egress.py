@@ -156,6 +156,12 @@ async def test_only_http_and_https(egress: Egress) -> None:
     await refused(egress, request("/relative/path"), "bad_request")
     await refused(egress, request("http://api.example.test/", "GET", {"X-Bad": "a\r\nInjected: 1"}), "bad_request")
     await refused(egress, request("http://api.example.test/", "CONNECT"), "bad_request")
+    await refused(egress, request("http://api.example.test/", "GET", {"X-Name": "Łódź"}), "bad_request")
+
+
+async def test_latin1_header_values_are_sent_as_latin1(egress: Egress, server: LocalServer) -> None:
+    got = await fetch(egress, request(server.url("/echo", host="api.example.test"), headers={"X-Name": "café"}))
+    assert json.loads(got.body)["headers"]["x-name"] == "café"
 
 
 # -- redirects -------------------------------------------------------------------------------

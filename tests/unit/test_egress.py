@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -160,6 +161,18 @@ def test_policy_from_settings_gathers_the_platform_ports() -> None:
     assert policy.exempt_cidrs == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     assert (policy.requests_per_s, policy.max_response_bytes, policy.max_redirects, policy.extra_ca_pem) == \
         (5, 1234, 3, "PEM")
+
+
+def test_policy_reads_a_ca_file_setting_when_settings_has_one(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n...")
+
+    class WithCaFile(Settings):
+        egress_ca_file: str = str(bundle)
+
+    assert EgressPolicy.from_settings(WithCaFile()).extra_ca_pem == bundle.read_text()
+    assert EgressPolicy.from_settings(WithCaFile(), extra_ca_pem="given").extra_ca_pem == "given"
+    assert EgressPolicy.from_settings(Settings()).extra_ca_pem is None
 
 
 def test_policy_from_default_settings() -> None:
