@@ -7,17 +7,38 @@ Contract:
 3. Records with the same ordering key (``key_of``) run one after another, in
    offset order; different keys run in parallel.
 4. Fair share: with ``group_of`` (the account), a group runs at most
-   ``max_per_group`` records at once. Its further records wait in an in-memory
-   backlog that holds none of the ``max_in_flight`` slots, so a group that
+   ``max_per_group`` records at once. Its further records wait in the group's
+   own queue, which holds none of the ``max_in_flight`` slots, so a group that
    floods the topic with slow work cannot take the slots other groups need.
    A waiting record starts when one of its group's records finishes (in offset
-   order, so per-key order holds). While ``max_backlog`` records or
-   ``max_backlog_bytes`` wait, fetching pauses until half of that has started.
-5. On rebalance, revoked partitions' running records finish (bounded by
+   order, so per-key order holds).
+5. Backpressure is per group, and fetching goes on: a group's queue keeps at
+   most ``max_held_per_group`` records (and ``max_held_bytes_per_group``; all
+   groups together ``max_backlog_bytes``) with their values. Its further records
+   are *spilled*: only their partition and offset are kept (a few dozen bytes)
+   and the value is read again from the broker when the record's turn comes
+   (with the spilled records that follow it on that partition). So a flood
+   costs the flooding group's own queue, and other groups' records — on the
+   same partitions too — are still fetched and started at once.
+6. Nothing is committed past a waiting record: a partition's offset stays at
+   its first unfinished record (contract 2), so an invoker that stops or loses
+   the partition leaves waiting records, held or spilled, to the next owner.
+7. Last resort, when the whole invoker is overloaded rather than one group:
+   while ``max_backlog`` records wait (held and spilled, all groups), fetching
+   pauses until half of them have started.
+8. On rebalance, revoked partitions' running records finish (bounded by
    ``drain_timeout_s``) and are committed; their waiting records are dropped
    uncommitted, for the partition's next owner.
-6. ``request_stop()`` stops fetching; ``run()`` returns once running records
+9. ``request_stop()`` stops fetching; ``run()`` returns once running records
    finished and were committed. Waiting records stay uncommitted.
+
+Why spill rather than pause: a consumer can only pause whole partitions, and
+records are keyed by lambda, so a flooding account shares partitions with
+others; pausing the partitions it blocks would stall whoever hashes there.
+Re-publishing the excess to an overflow topic would keep memory flat too, but
+moves records between topics (ordering per key, a second consumer to balance);
+re-reading a spilled record costs one fetch per run of records, paid only by
+the group that floods.
 """
 
 from __future__ import annotations
@@ -25,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
@@ -40,8 +62,32 @@ KeyOf = Callable[[ConsumerRecord], str | None]
 GroupOf = Callable[[ConsumerRecord], str | None]
 
 
+#: How long reading a spilled record back may take before it is tried again.
+REFETCH_TIMEOUT_S = 10.0
+#: Spilled records filled in by one read (the run that follows the one asked for).
+REFETCH_MAX_RECORDS = 100
+
+
 def _size(record: ConsumerRecord) -> int:
     return len(record.value or b"")
+
+
+class _Waiting:
+    """A record waiting for its group's turn; ``record`` is None while spilled."""
+
+    __slots__ = ("tp", "offset", "record", "group", "key")
+
+    def __init__(self, tp: TopicPartition, offset: int, record: ConsumerRecord | None,
+                 group: str, key: str | None) -> None:
+        self.tp = tp
+        self.offset = offset
+        self.record = record
+        self.group = group
+        self.key = key  # ordering key, kept so a spilled record takes its turn in order
+
+
+class _Gone(Exception):
+    """A spilled record is no longer on the broker (retention deleted it)."""
 
 
 class _Partition:
@@ -66,7 +112,8 @@ class Dispatcher(ConsumerRebalanceListener):
     def __init__(self, bootstrap: str, topics: list[str], *, group_id: str, handler: Handler,
                  key_of: KeyOf | None = None, max_in_flight: int = 64, client_id: str = "fnbus",
                  drain_timeout_s: float = 40.0, group_of: GroupOf | None = None,
-                 max_per_group: int = 16, max_backlog: int = 1_000,
+                 max_per_group: int = 16, max_held_per_group: int = 256,
+                 max_held_bytes_per_group: int = 8 * 1024 * 1024, max_backlog: int = 50_000,
                  max_backlog_bytes: int = 64 * 1024 * 1024) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
@@ -77,17 +124,24 @@ class Dispatcher(ConsumerRebalanceListener):
         self._client_id = client_id
         self._drain_timeout_s = drain_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
+        self._refetcher: AIOKafkaConsumer | None = None
+        self._refetch_lock = asyncio.Lock()
         self._parts: dict[TopicPartition, _Partition] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._group_of = group_of
         self._max_per_group = max_per_group
+        self._max_held_per_group = max_held_per_group
+        self._max_held_bytes_per_group = max_held_bytes_per_group
         self._max_backlog = max_backlog
         self._max_backlog_bytes = max_backlog_bytes
-        self._waiting_bytes = 0
         self._group_running: dict[str, int] = {}
-        self._backlog: dict[str, deque[tuple[TopicPartition, ConsumerRecord]]] = {}
+        self._backlog: dict[str, deque[_Waiting]] = {}
+        self._held: dict[str, int] = {}  # per group: waiting records with their value
+        self._held_bytes: dict[str, int] = {}
+        self._spilled: dict[tuple[TopicPartition, int], _Waiting] = {}
         self._waiting = 0
+        self._waiting_bytes = 0
         self._paused = False
         self._stopping = asyncio.Event()
         self._progress = asyncio.Event()
@@ -102,18 +156,28 @@ class Dispatcher(ConsumerRebalanceListener):
             max_poll_interval_ms=300_000)
         self._consumer.subscribe(self._topics, listener=self)
         await self._consumer.start()
+        # Reads spilled records back by offset; no group, commits nothing.
+        self._refetcher = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+            client_id=f"{self._client_id}-refetch", fetch_max_wait_ms=100)
+        await self._refetcher.start()
 
     async def ping(self) -> bool:
         return consumer_alive(self._consumer)
 
     @property
     def waiting(self) -> int:
-        """Records fetched and waiting for their group's turn."""
+        """Records fetched and waiting for their group's turn (held or spilled)."""
         return self._waiting
 
     @property
+    def spilled(self) -> int:
+        """Waiting records whose value is not in memory (contract 5)."""
+        return len(self._spilled)
+
+    @property
     def paused(self) -> bool:
-        """True while fetching is paused because the backlog is full."""
+        """True while fetching is paused because the whole backlog is full (contract 7)."""
         return self._paused
 
     def request_stop(self) -> None:
@@ -122,16 +186,22 @@ class Dispatcher(ConsumerRebalanceListener):
     async def stop(self) -> None:
         self._stopping.set()
         consumer, self._consumer = self._consumer, None
+        refetcher, self._refetcher = self._refetcher, None
         if consumer is not None:
             await consumer.stop()
+        if refetcher is not None:
+            await refetcher.stop()
 
     # -- rebalance -----------------------------------------------------------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         gone = set(revoked)
         for group, queue in list(self._backlog.items()):
-            kept = deque(item for item in queue if item[0] not in gone)
-            self._waiting -= len(queue) - len(kept)
-            self._waiting_bytes -= sum(_size(record) for tp, record in queue if tp in gone)
+            kept: deque[_Waiting] = deque()
+            for item in queue:
+                if item.tp in gone:
+                    self._forget(item)
+                else:
+                    kept.append(item)
             if kept:
                 self._backlog[group] = kept
             else:
@@ -172,14 +242,13 @@ class Dispatcher(ConsumerRebalanceListener):
                     for record in records:
                         part.pending[record.offset] = False
                         group = self._group_of(record) if self._group_of else None
+                        key = self._key_of(record) if self._key_of else None
                         if group is not None and (group in self._backlog or
                                                   self._group_running.get(group, 0) >= self._max_per_group):
-                            self._backlog.setdefault(group, deque()).append((tp, record))
-                            self._waiting += 1
-                            self._waiting_bytes += _size(record)
+                            self._enqueue(tp, record, group, key)
                             continue
                         await self._slots.acquire()
-                        if not self._start(tp, record, group):
+                        if not self._start(tp, record.offset, record, group, key):
                             self._slots.release()
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self._drain_timeout_s)
@@ -190,70 +259,170 @@ class Dispatcher(ConsumerRebalanceListener):
             await self._commit(list(self._parts))
 
     def _flow_control(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause fetching while the backlog is full; resume once half of it has started."""
-        if not self._paused and (self._waiting >= self._max_backlog or
-                                 self._waiting_bytes >= self._max_backlog_bytes):
+        """Contract 7: pause while the whole backlog is full; resume once half of it started."""
+        if not self._paused and self._waiting >= self._max_backlog:
             consumer.pause(*consumer.assignment())
             self._paused = True
             log.warning("backlog full; fetching paused",
-                        extra={"waiting": self._waiting, "waiting_bytes": self._waiting_bytes})
-        elif self._paused and (self._waiting <= self._max_backlog // 2 and
-                               self._waiting_bytes <= self._max_backlog_bytes // 2):
+                        extra={"waiting": self._waiting, "spilled": len(self._spilled)})
+        elif self._paused and self._waiting <= self._max_backlog // 2:
             consumer.resume(*consumer.paused())
             self._paused = False
 
-    def _start(self, tp: TopicPartition, record: ConsumerRecord, group: str | None) -> bool:
-        """Run a record in a slot the caller holds; False if its partition was revoked meanwhile."""
-        part = self._parts.get(tp)
-        if part is None or record.offset not in part.pending:
-            return False  # the partition's next owner runs it
-        part.running += 1
-        if group is not None:
-            self._group_running[group] = self._group_running.get(group, 0) + 1
-        task = asyncio.create_task(self._run_one(tp, part, record, group))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
+    # -- the groups' queues ----------------------------------------------------------------
+    def _may_hold(self, group: str, size: int) -> bool:
+        return (self._held.get(group, 0) < self._max_held_per_group
+                and self._held_bytes.get(group, 0) + size <= self._max_held_bytes_per_group
+                and self._waiting_bytes + size <= self._max_backlog_bytes)
 
-    def _next_of(self, group: str) -> tuple[TopicPartition, ConsumerRecord] | None:
+    def _hold(self, item: _Waiting, record: ConsumerRecord) -> None:
+        size = _size(record)
+        item.record = record
+        self._held[item.group] = self._held.get(item.group, 0) + 1
+        self._held_bytes[item.group] = self._held_bytes.get(item.group, 0) + size
+        self._waiting_bytes += size
+
+    def _enqueue(self, tp: TopicPartition, record: ConsumerRecord, group: str,
+                 key: str | None) -> None:
+        item = _Waiting(tp, record.offset, None, group, key)
+        if self._may_hold(group, _size(record)):
+            self._hold(item, record)
+        else:
+            self._spilled[(tp, record.offset)] = item
+        self._backlog.setdefault(group, deque()).append(item)
+        self._waiting += 1
+
+    def _forget(self, item: _Waiting) -> None:
+        """Account for ``item`` leaving its group's queue."""
+        self._waiting -= 1
+        if item.record is None:
+            self._spilled.pop((item.tp, item.offset), None)
+            return
+        size = _size(item.record)
+        self._waiting_bytes -= size
+        self._held_bytes[item.group] -= size
+        self._held[item.group] -= 1
+        if not self._held[item.group]:
+            del self._held[item.group]
+            del self._held_bytes[item.group]
+
+    def _next_of(self, group: str) -> _Waiting | None:
         queue = self._backlog.get(group)
         if not queue or self._stopping.is_set():
             return None
         item = queue.popleft()
-        self._waiting -= 1
-        self._waiting_bytes -= _size(item[1])
+        self._forget(item)
         if not queue:
             del self._backlog[group]
         return item
 
-    async def _run_one(self, tp: TopicPartition, part: _Partition, record: ConsumerRecord,
-                       group: str | None) -> None:
-        key = self._key_of(record) if self._key_of else None
+    def _start(self, tp: TopicPartition, offset: int, record: ConsumerRecord | None,
+               group: str | None, key: str | None) -> bool:
+        """Run a record in a slot the caller holds; False if its partition was revoked meanwhile.
+
+        ``record`` None: a spilled record, read back from the broker by its task.
+        """
+        part = self._parts.get(tp)
+        if part is None or offset not in part.pending:
+            return False  # the partition's next owner runs it
+        part.running += 1
+        if group is not None:
+            self._group_running[group] = self._group_running.get(group, 0) + 1
+        task = asyncio.create_task(self._run_one(tp, part, offset, record, group, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _refetch(self, tp: TopicPartition, offset: int) -> ConsumerRecord:
+        """Read a spilled record back; fill the spilled records that follow it as room allows."""
+        async with self._refetch_lock:
+            consumer = self._refetcher
+            if consumer is None:
+                raise KafkaError("dispatcher stopped")
+            if set(consumer.assignment()) != {tp}:
+                consumer.assign([tp])
+            consumer.seek(tp, offset)
+            records: list[ConsumerRecord] = []
+            deadline = time.monotonic() + REFETCH_TIMEOUT_S
+            while not records:
+                if time.monotonic() > deadline:
+                    raise KafkaError(f"no record at {tp.topic}[{tp.partition}]@{offset} within "
+                                     f"{REFETCH_TIMEOUT_S:g} s")
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=REFETCH_MAX_RECORDS)
+                records = batch.get(tp, [])
+        found = None
+        for record in records:
+            if record.offset == offset:
+                found = record
+                continue
+            other = self._spilled.get((tp, record.offset))
+            if other is not None and self._may_hold(other.group, _size(record)):
+                del self._spilled[(tp, record.offset)]
+                self._hold(other, record)
+        if found is None:
+            raise _Gone(f"{tp.topic}[{tp.partition}]@{offset} is no longer on the broker "
+                        f"(the earliest is {records[0].offset})")
+        return found
+
+    async def _run_one(self, tp: TopicPartition, part: _Partition, offset: int,
+                       record: ConsumerRecord | None, group: str | None, key: str | None) -> None:
         finished = False
         try:
             if key is None:
-                finished = await self._attempt(tp, record)
+                finished = await self._load_and_attempt(tp, part, offset, record)
             else:
+                # Taken before a spilled record is read back: tasks start in offset order.
                 lock = self._key_locks.setdefault(key, asyncio.Lock())
                 async with lock:
-                    finished = await self._attempt(tp, record)
+                    finished = await self._load_and_attempt(tp, part, offset, record)
                 if not lock.locked() and not lock._waiters:
                     self._key_locks.pop(key, None)
         finally:
             part.running -= 1
             if finished and self._parts.get(tp) is part:  # not revoked meanwhile
-                part.finish(record.offset)
+                part.finish(offset)
             handed_on = False
             if group is not None:
                 self._group_running[group] -= 1
                 # Hand this slot on to the group's next waiting record.
                 while not handed_on and (following := self._next_of(group)) is not None:
-                    handed_on = self._start(*following, group)
+                    handed_on = self._start(following.tp, following.offset, following.record,
+                                            group, following.key)
                 if not self._group_running[group]:
                     del self._group_running[group]
             if not handed_on:
                 self._slots.release()
             self._progress.set()
+
+    async def _load_and_attempt(self, tp: TopicPartition, part: _Partition, offset: int,
+                                record: ConsumerRecord | None) -> bool:
+        """Run the record (read back first if spilled); True when it counts as finished."""
+        if record is None:
+            record = await self._read_back(tp, offset)
+            if record is None:  # gone from the broker, or we are stopping
+                return not self._stopping.is_set() and self._parts.get(tp) is part
+            if self._parts.get(tp) is not part or offset not in part.pending:
+                return False  # revoked while it was read back: the next owner runs it
+        return await self._attempt(tp, record)
+
+    async def _read_back(self, tp: TopicPartition, offset: int) -> ConsumerRecord | None:
+        """A spilled record's value, retried while the broker is away; None if it is gone."""
+        backoff_s = 0.2
+        while not self._stopping.is_set():
+            try:
+                return await self._refetch(tp, offset)
+            except _Gone as exc:
+                # Deleted by retention while it waited: nothing left to run.
+                log.error("a spilled invocation request is gone from the broker",
+                          extra={"error": str(exc)})
+                return None
+            except KafkaError as exc:
+                log.warning("reading a spilled record back failed; retrying",
+                            extra={"topic": tp.topic, "partition": tp.partition, "offset": offset,
+                                   "error": str(exc)})
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 5.0)
+        return None
 
     async def _attempt(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
         """Run the handler until it succeeds; False if we stopped first (record stays uncommitted)."""

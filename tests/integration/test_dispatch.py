@@ -252,3 +252,81 @@ async def test_malformed_records_pass_the_fair_share_and_nothing_stalls(settings
         await eventually(lambda: _async(len(seen) == len(garbage) + 3), timeout_s=30, what="every record")
         assert seen[:len(garbage)] == garbage
         assert await _committed_eventually(settings, topic, group, len(garbage) + 3)
+
+
+async def test_a_flood_spills_and_never_delays_another_account_on_the_same_partition(
+    settings: Settings,
+) -> None:
+    """Per-account backpressure: the flooding account's excess is spilled, the partition flows."""
+    topic = await new_topic(settings)
+    group = f"{settings.topic_prefix}.dispatch-spill"
+    flood = 200
+    await produce(settings, topic, [{"g": "flood", "k": f"k{n % 3}", "n": n} for n in range(flood)])
+    release = asyncio.Event()
+    done: list[tuple[str, int]] = []
+    quiet_latency_s: list[float] = []
+
+    async def handler(record: ConsumerRecord) -> None:
+        body = json.loads(record.value)
+        if body["g"] == "flood":
+            await release.wait()
+        else:
+            quiet_latency_s.append(asyncio.get_running_loop().time() - body["t"])
+        done.append((body["g"], body["n"]))
+
+    # A budget far below the flood: 2 run, 10 are held with their value, the rest spilled.
+    async with running(settings, topic, group, handler, key_of=key_of, max_per_group=2,
+                       max_held_per_group=10, max_backlog=1_000) as dispatcher:
+        await eventually(lambda: _async(dispatcher.waiting == flood - 2), timeout_s=30,
+                         what="the flood fetched")
+        assert dispatcher.spilled == flood - 2 - 10 and not dispatcher.paused
+        # The quiet account's records come after the flood, on the same partition.
+        for n in range(5):
+            now = asyncio.get_running_loop().time()
+            await produce(settings, topic, [{"g": "quiet", "n": n, "t": now}])
+        await eventually(lambda: _async(len(quiet_latency_s) == 5), timeout_s=10,
+                         what="the quiet account's records")
+        assert max(quiet_latency_s) < 1.0, quiet_latency_s  # the broker's round trips, no queue
+        assert not any(g == "flood" for g, _ in done)
+        release.set()
+        await eventually(lambda: _async(len(done) == flood + 5), timeout_s=60, what="every record")
+        # Spilled records were read back and ran once each, in order per key.
+        ran = [n for g, n in done if g == "flood"]
+        assert sorted(ran) == list(range(flood))
+        for k in range(3):
+            assert [n for n in ran if n % 3 == k] == list(range(k, flood, 3))
+        assert dispatcher.waiting == 0 and dispatcher.spilled == 0
+        assert await _committed_eventually(settings, topic, group, flood + 5)
+
+
+async def test_spilled_records_are_not_committed_on_stop_and_come_back(settings: Settings) -> None:
+    topic = await new_topic(settings)
+    group = f"{settings.topic_prefix}.dispatch-spill-stop"
+    await produce(settings, topic, [{"g": "a", "n": n} for n in range(30)])
+    started = asyncio.Event()
+    release = asyncio.Event()
+    first_run: list[int] = []
+
+    async def slow(record: ConsumerRecord) -> None:
+        started.set()
+        await release.wait()
+        first_run.append(json.loads(record.value)["n"])
+
+    async with running(settings, topic, group, slow, max_per_group=1,
+                       max_held_per_group=3) as dispatcher:
+        await asyncio.wait_for(started.wait(), timeout=30)
+        await eventually(lambda: _async(dispatcher.spilled == 26), timeout_s=30, what="spilled records")
+        dispatcher.request_stop()
+        release.set()
+    assert first_run == [0]
+    assert await committed(settings, topic, group) == 1
+
+    second_run: list[int] = []
+
+    async def quick(record: ConsumerRecord) -> None:
+        second_run.append(json.loads(record.value)["n"])
+
+    async with running(settings, topic, group, quick, max_per_group=1, max_held_per_group=3):
+        await eventually(lambda: _async(len(second_run) == 29), timeout_s=30, what="the rest")
+        assert second_run == list(range(1, 30))
+        assert await _committed_eventually(settings, topic, group, 30)
