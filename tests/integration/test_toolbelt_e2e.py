@@ -26,23 +26,46 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("platform")]
 
 RUNTIMES = ["nodejs", "python"]
 
-# Both lambdas run the calls listed in the payload, in order, through the toolbelt's
-# wire ({method, args}, docs/runner-protocol.md) and return one outcome per call. With
-# "throw" the first error fails the invocation; with "digest" a secret's value comes back
-# as its SHA-256, so the value itself never travels in a result.
+# Both lambdas run the calls listed in the payload, in order, and return one outcome per
+# call. A call is written as its toolbelt wire method and arguments (docs/runner-protocol.md)
+# and made the way a lambda author makes it: http.request with HTTPClient / MTLSClient
+# (simple: false, full response), secret.* with SecretClient, anything else on the raw wire.
+# With "throw" the first error fails the invocation; with "digest" a secret's value comes
+# back as its SHA-256, so the value itself never travels in a result.
 NODE_LAMBDA = r"""function lambda(input, callback) {
   run(input.payload).then((out) => callback(null, out), (err) => callback(err));
 }
 
 const toolbelt = require('lp-faas-toolbelt');
+const { Toolbelt } = toolbelt;
 const crypto = require('crypto');
+const httpClient = Toolbelt.HTTPClient();
+const secretClient = Toolbelt.SecretClient();
+
+async function http(req) {
+  const opts = { method: req.method, headers: req.headers, simple: false, resolveWithFullResponse: true,
+                 followRedirect: req.follow_redirects };
+  if (req.body !== null) opts.body = req.body;
+  if (req.max_redirects !== null) opts.maxRedirects = req.max_redirects;
+  const res = req.mtls
+    ? await Toolbelt.MTLSClient({ certificate: req.mtls })[req.method.toLowerCase()](req.url, opts)
+    : await httpClient(req.url, opts);
+  return { status: res.statusCode, headers: res.headers, body: res.body, url: res.url };
+}
+
+async function one(c) {
+  if (c.method === 'http.request') return http(c.args[0]);
+  if (c.method === 'secret.read') return secretClient.readSecret(...c.args);
+  if (c.method === 'secret.update') return secretClient.updateSecret(...c.args);
+  return toolbelt._call(c.method, c.args);
+}
 
 async function run(p) {
   const out = [];
   for (let i = 0; i < (p.repeat || 1); i++) {
     for (const c of p.calls) {
       try {
-        let value = await toolbelt._call(c.method, c.args);
+        let value = await one(c);
         if (p.digest && value && typeof value.value === 'string') {
           value = { key: value.key, sha256: crypto.createHash('sha256').update(value.value).digest('hex') };
         }
@@ -57,9 +80,10 @@ async function run(p) {
 }
 """
 
-PY_LAMBDA = '''import hashlib
+PY_LAMBDA = """import hashlib
 
 import lp_faas_toolbelt as toolbelt
+from lp_faas_toolbelt import RequestError, Toolbelt, ToolbeltError
 
 
 async def handler(input):
@@ -68,18 +92,40 @@ async def handler(input):
     for _ in range(p.get("repeat", 1)):
         for c in p["calls"]:
             try:
-                value = await toolbelt.call_async(c["method"], c["args"])
-            except toolbelt.ToolbeltError as exc:
+                value = await one(c)
+            except (ToolbeltError, RequestError) as exc:
                 if p.get("throw"):
                     raise
-                out.append({"ok": False, "code": exc.code, "message": exc.message})
+                out.append({"ok": False, "code": exc.code, "message": str(exc)})
                 continue
             if p.get("digest") and isinstance(value, dict) and isinstance(value.get("value"), str):
                 value = {"key": value["key"],
                          "sha256": hashlib.sha256(value["value"].encode()).hexdigest()}
             out.append({"ok": True, "value": value})
     return out
-'''
+
+
+async def http(req):
+    client = Toolbelt.mtls_client(certificate=req["mtls"]) if req["mtls"] else Toolbelt.http_client()
+    options = {"headers": req["headers"], "simple": False, "resolve_with_full_response": True,
+               "follow_redirect": req["follow_redirects"]}
+    if req["body"] is not None:
+        options["body"] = req["body"]
+    if req["max_redirects"] is not None:
+        options["max_redirects"] = req["max_redirects"]
+    res = await client.request(req["url"], method=req["method"], **options)
+    return {"status": res.status_code, "headers": res.headers, "body": res.body, "url": res.url}
+
+
+async def one(c):
+    if c["method"] == "http.request":
+        return await http(c["args"][0])
+    if c["method"] == "secret.read":
+        return await Toolbelt.secret_client().read_secret(*c["args"])
+    if c["method"] == "secret.update":
+        return await Toolbelt.secret_client().update_secret(*c["args"])
+    return await toolbelt.call_async(c["method"], c["args"])
+"""
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +188,7 @@ async def test_allowlisted_server_answers(tenant: Account, lambdas: dict[str, st
         body=f"hello from {runtime}"))
     assert got["ok"] is True, got
     value = got["value"]
-    assert value["status"] == 200 and value["body_encoding"] == "utf8"
+    assert value["status"] == 200
     assert value["url"] == server.url("/echo?x=1")
     assert value["headers"]["content-type"] == "application/json"
     echoed = json.loads(value["body"])
@@ -328,3 +374,113 @@ async def test_lambda_presents_the_uploaded_certificate(
         assert (await c.delete(f"/certificates/{name}")).status_code == 204
     deleted = await one(tenant, lambdas[runtime], http(url, mtls=name))
     assert deleted["ok"] is False and deleted["code"] == "certificate_not_found"
+
+
+# -- the same through the toolbelt's own clients, as a lambda author writes it -----------------------
+# A CRM lookup: read the CRM token from the secret store, rotate it, call the CRM with it
+# (HTTPClient), fetch a partner record over mTLS (MTLSClient), and try a host that is not
+# on the allowlist. The lambda reports what happened, never the token itself.
+NODE_CRM = r"""function lambda(input, callback) {
+  lookup(input.payload).then((r) => callback(null, r), (e) => callback(e));
+}
+
+const { Toolbelt } = require('lp-faas-toolbelt');
+const httpClient = Toolbelt.HTTPClient();
+const secretClient = Toolbelt.SecretClient();
+
+async function lookup(p) {
+  const token = await secretClient.readSecret(p.secret);
+  const crm = await httpClient(p.crmUrl, {
+    method: 'POST', json: { customer: 42 }, headers: { authorization: `Bearer ${token.value}` },
+    resolveWithFullResponse: true,
+  });
+  await secretClient.updateSecret({ key: p.secret, value: `${token.value}-rotated` });
+  const after = await secretClient.readSecret(p.secret);
+  const partner = await Toolbelt.MTLSClient({ certificate: p.certificate }).get(p.partnerUrl, { json: true });
+  let refused = null;
+  try {
+    await httpClient.get(p.forbiddenUrl);
+  } catch (err) {
+    refused = { name: err.name, message: err.message };
+  }
+  let missing = null;
+  try {
+    await secretClient.readSecret('no-such-secret');
+  } catch (err) {
+    missing = err.code;
+  }
+  return {
+    status: crm.statusCode,
+    tokenSent: crm.body.headers.authorization === `Bearer ${token.value}`,
+    posted: JSON.parse(crm.body.body),
+    rotated: after.value === `${token.value}-rotated`,
+    partnerCn: partner.client_cn,
+    refused,
+    missing,
+  };
+}
+"""
+
+PY_CRM = '''import json
+
+from lp_faas_toolbelt import RequestError, Toolbelt, ToolbeltError
+
+
+async def handler(input):
+    p = input["payload"]
+    http = Toolbelt.http_client()
+    secrets = Toolbelt.secret_client()
+    token = await secrets.read_secret(p["secret"])
+    crm = await http.post(p["crmUrl"], json={"customer": 42},
+                          headers={"authorization": "Bearer " + token["value"]},
+                          resolve_with_full_response=True)
+    await secrets.update_secret({"key": p["secret"], "value": token["value"] + "-rotated"})
+    after = await secrets.read_secret(p["secret"])
+    partner = await Toolbelt.mtls_client(certificate=p["certificate"]).get(p["partnerUrl"], json=True)
+    refused = None
+    try:
+        await http.get(p["forbiddenUrl"])
+    except RequestError as exc:
+        refused = {"name": exc.name, "message": str(exc)}
+    missing = None
+    try:
+        await secrets.read_secret("no-such-secret")
+    except ToolbeltError as exc:
+        missing = exc.code
+    return {
+        "status": crm.status_code,
+        "tokenSent": crm.body["headers"]["authorization"] == "Bearer " + token["value"],
+        "posted": json.loads(crm.body["body"]),
+        "rotated": after["value"] == token["value"] + "-rotated",
+        "partnerCn": partner["client_cn"],
+        "refused": refused,
+        "missing": missing,
+    }
+'''
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+async def test_crm_lookup_with_the_toolbelt_clients(
+        tenant: Account, server: LocalServer, mtls_server: LocalServer, ca: CertificateAuthority,
+        runtime: str) -> None:
+    code, name = (NODE_CRM, "crm-node") if runtime == "nodejs" else (PY_CRM, "crm-py")
+    lambda_id = await deploy(tenant, name, code, runtime=runtime)
+    secret, token = f"crm-token-clients-{runtime}", f"tok-{runtime}-Zq81"
+    certificate = f"crm-partner-{runtime}"
+    client = ca.issue_client(f"crm-{runtime}")
+    async with tenant.client() as c:
+        assert (await c.post("/secrets", json={"key": secret, "value": token})).status_code == 201
+        r = await c.post("/certificates", json={"name": certificate, "cert": client.cert_pem,
+                                                "key": client.key_pem, "ca": ca.cert_pem})
+        assert r.status_code == 201, r.text
+    r = await invoke(tenant, lambda_id, {
+        "secret": secret, "crmUrl": server.url("/echo"), "certificate": certificate,
+        "partnerUrl": mtls_server.url("/echo"), "forbiddenUrl": server.url("/echo", host="localhost")})
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert result["status"] == 200 and result["tokenSent"] is True and result["rotated"] is True
+    assert result["posted"] == {"customer": 42}
+    assert result["partnerCn"] == f"crm-{runtime}"
+    assert result["refused"]["name"] == "RequestError"
+    assert "localhost is not on the domain allowlist" in result["refused"]["message"]
+    assert result["missing"] == "secret_not_found"
