@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiokafka import ConsumerRecord, TopicPartition
+from docker.errors import DockerException
 from fastapi import FastAPI
 from prometheus_client import Histogram
 from pydantic import ValidationError
@@ -165,10 +166,14 @@ class Deployer:
         log.info("deployed", extra={**extra, "image": artifact.image, "reused": artifact.reused,
                                     "seconds": round(time.perf_counter() - started, 3)})
         await self._status(request, DeploymentState.DEPLOYED, image=artifact.image)
-        removed = await self.builder.prune(request.lambda_id, self.keep_deployments,
-                                           current=artifact.image)
-        if removed:
-            log.info("old images removed", extra={**extra, "images": removed})
+        try:
+            removed = await self.builder.prune(request.lambda_id, self.keep_deployments,
+                                               current=artifact.image)
+        except DockerException as exc:  # the next deploy of the lambda prunes again
+            log.warning("old images not removed", extra={**extra, "error": str(exc)})
+        else:
+            if removed:
+                log.info("old images removed", extra={**extra, "images": removed})
 
 
 class DeployLoop:

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
@@ -225,32 +225,38 @@ class Builder:
         return await asyncio.to_thread(self._remove_image_sync, image)
 
     def _prune_sync(self, lambda_id: str, keep: int, current: str | None) -> int:
-        images = self.client.images.list(filters={"label": f"{LABEL_LAMBDA}={lambda_id}"})
+        # Low-level listings: the object API inspects each entry and fails on one
+        # removed meanwhile (the invoker retires containers all the time).
+        images = self.client.api.images(filters={"label": f"{LABEL_LAMBDA}={lambda_id}"})
         current_id = None
         if current is not None:
             with contextlib.suppress(ImageNotFound):
-                current_id = self.client.images.get(current).id
-        in_use = {c.attrs.get("Image") for c in self.client.containers.list(all=True)}
+                current_id = self.client.api.inspect_image(current)["Id"]
+        in_use = {c.get("ImageID") for c in self.client.api.containers(all=True)}
 
-        def version(image: docker.models.images.Image) -> int:
-            value = image.labels.get(LABEL_VERSION, "")
+        def version(image: dict[str, Any]) -> int:
+            value = str((image.get("Labels") or {}).get(LABEL_VERSION, ""))
             return int(value) if value.isdigit() else -1
+
+        def tagged(image: dict[str, Any]) -> bool:
+            return any(tag != "<none>:<none>" for tag in image.get("RepoTags") or [])
 
         # Tagged images by version, newest first; an untagged one (replaced by a
         # rebuild of its version) never counts as one of the kept deployments.
-        tagged = sorted((i for i in images if i.tags), key=version, reverse=True)
-        kept = {i.id for i in tagged[:keep]}
+        newest = sorted((i for i in images if tagged(i)), key=version, reverse=True)
+        kept = {i["Id"] for i in newest[:keep]}
         removed = 0
         for image in images:
-            if image.id in kept or image.id == current_id or image.id in in_use:
+            image_id = image["Id"]
+            if image_id in kept or image_id == current_id or image_id in in_use:
                 continue
             try:
-                self.client.images.remove(image.id)
+                self.client.api.remove_image(image_id)
                 removed += 1
             except ImageNotFound:
                 pass
             except DockerException as exc:  # a container started since we looked
-                log.info("old image not removed", extra={"image": image.id, "error": str(exc)})
+                log.info("old image not removed", extra={"image": image_id, "error": str(exc)})
         return removed
 
     async def prune(self, lambda_id: str, keep: int, current: str | None = None) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from fnbus.config import Settings
 from fnbus.schemas import DeployRequest, Runtime
-from services.deployer.build import Builder
+from services.deployer.build import Builder, BuildFailed
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +70,61 @@ async def test_removing_one_lambdas_images_never_breaks_another_build(builder: B
     finally:
         for lambda_id in victims + builders:
             await builder.remove_images(lambda_id, attempts=1)
+
+
+def node_request(lambda_id: str, deps: dict[str, str], version: int = 1) -> DeployRequest:
+    return DeployRequest(account_id="acct-build", lambda_id=lambda_id, version=version,
+                         runtime=Runtime.NODEJS, code=CODE, dependencies=deps)
+
+
+async def test_dependencies_over_the_cap_fail_the_build_with_their_size(settings: Settings) -> None:
+    client = docker.DockerClient(base_url=settings.docker_host)
+    small = Builder(client, {"nodejs": settings.runtime_image_node}, max_dependencies_bytes=200_000)
+    lambda_id = str(uuid.uuid4())
+    try:
+        # lodash unpacks to about 1.4 MB: over a 200 kB cap.
+        with pytest.raises(BuildFailed, match=r"the installed dependencies take [\d.]+ MiB; "
+                                              r"the limit is 0\.19\d* MiB"):
+            await small.build(node_request(lambda_id, {"lodash": "4.17.21"}))
+        assert not client.images.list(filters={"label": f"fnbus.lambda={lambda_id}"})
+    finally:
+        await small.remove_images(lambda_id, attempts=1)
+
+
+async def test_dependencies_under_the_cap_are_in_the_image(builder: Builder) -> None:
+    lambda_id = str(uuid.uuid4())
+    try:
+        artifact = await builder.build(node_request(lambda_id, {"left-pad": "1.3.0"}))
+        out = await asyncio.to_thread(
+            builder.client.containers.run, artifact.image, remove=True, network_mode="none",
+            entrypoint=["node", "-e", "process.stdout.write(require('left-pad')('7', 3, '0'))"],
+            working_dir="/opt/fnbus/code")
+        assert out == b"007"
+    finally:
+        await builder.remove_images(lambda_id, attempts=1)
+
+
+async def test_prune_keeps_the_newest_versions_the_current_one_and_images_in_use(
+        builder: Builder) -> None:
+    lambda_id = str(uuid.uuid4())
+    container = None
+    try:
+        tags = [(await builder.build(request(lambda_id, version=v, code=CODE.replace("'v'", f"'{v}'"))
+                                     )).image for v in range(1, 8)]
+        # A warm container of version 1 still runs: its image must stay.
+        container = await asyncio.to_thread(
+            builder.client.containers.run, tags[0], detach=True, network_mode="none",
+            entrypoint=["sleep", "60"])
+        removed = await builder.prune(lambda_id, keep=5, current=tags[-1])
+        assert removed == 1  # version 2: not among the newest five, not in use
+        left = {i.labels["fnbus.version"] for i in
+                builder.client.images.list(filters={"label": f"fnbus.lambda={lambda_id}"})}
+        assert left == {"1", "3", "4", "5", "6", "7"}
+        # With the container gone, the next prune takes version 1 too.
+        await asyncio.to_thread(container.remove, force=True)
+        container = None
+        assert await builder.prune(lambda_id, keep=5, current=tags[-1]) == 1
+    finally:
+        if container is not None:
+            await asyncio.to_thread(container.remove, force=True)
+        await builder.remove_images(lambda_id, attempts=1)
