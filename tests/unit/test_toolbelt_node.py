@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -728,3 +729,16 @@ async def test_context_counter_template(run: Run) -> None:
     assert host.calls[0] == ("context.createNamespace", ["visits", {"ttl": 86400}])
     alone, _ = await run(template.code, {"payload": {}}, host)
     assert alone == {"conversationId": "__default__", "count": 1}
+
+
+def test_doc_examples_load(tmp_path: Path) -> None:
+    """Every JavaScript example of docs/toolbelt.md follows the first-line rule and parses."""
+    doc = (NODE_DIR.parents[2] / "docs" / "toolbelt.md").read_text()
+    blocks = re.findall(r"```javascript\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 5
+    for i, code in enumerate(blocks):
+        assert check_first_line(code, "node") is None, code
+        path = tmp_path / f"example{i}.js"
+        path.write_text(code)
+        checked = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr

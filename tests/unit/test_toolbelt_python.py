@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fnbus.runner_protocol import RunnerConnection, RunResult, ToolbeltCallError
+from fnbus.runner_protocol import RunnerConnection, RunResult, ToolbeltCallError, check_first_line
 
 RUNNER = Path(__file__).resolve().parents[2] / "libs" / "runtimes" / "python" / "runner.py"
 PYTHON = shutil.which("python3") or sys.executable
@@ -695,3 +696,13 @@ async def test_constants_and_unavailable_clients(run: Run) -> None:
     assert value["sf"]["code"] == "not_available" and "sf_client" in value["sf"]["message"]
     assert value["orch"]["name"] == "NotAvailableError"
     assert host.calls == []
+
+
+def test_doc_examples_load() -> None:
+    """Every Python example of docs/toolbelt.md follows the first-line rule and compiles."""
+    doc = (RUNNER.parents[3] / "docs" / "toolbelt.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 5
+    for code in blocks:
+        assert check_first_line(code, "python") is None, code
+        compile(code, "handler.py", "exec")
