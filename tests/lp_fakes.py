@@ -8,8 +8,10 @@ test's event loop:
   given (404 otherwise) and counts its requests.
 - :class:`FakeLpService` records every request and checks its OAuth 1.0
   signature against the app key it was given: a bad or missing one is 401, as a
-  LivePerson API answers. Routes: ``/redirect`` (302 elsewhere), anything else
-  200 JSON ``{method, path, query, body, consumer_key, signed}``.
+  LivePerson API answers. Routes: ``/redirect`` (302 elsewhere),
+  ``…/conversations/conversation/search`` (Messaging History: one record with the
+  asked ``conversationId``), anything else 200 JSON ``{method, path, query, body,
+  consumer_key, signed}``.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ class FakeLpService:
             signed = verify_oauth1(self.credentials, request.method, str(request.url), header, form)
             if header.startswith("OAuth ") and not signed:
                 return JSONResponse({"error": "invalid signature"}, status_code=401)
+            if path.endswith("/conversations/conversation/search"):
+                # Messaging History, as ConversationUtil.getConversationById reads it.
+                wanted = (await request.json()).get("conversationId")
+                return JSONResponse({"conversationHistoryRecords": [
+                    {"info": {"conversationId": wanted}, "messageRecords": [],
+                     "signed": signed}]})
             return JSONResponse({
                 "method": request.method, "path": "/" + path, "query": request.url.query,
                 "body": body.decode("utf-8", "replace"), "signed": signed,

@@ -315,3 +315,60 @@ async def test_toolbelt_context_is_per_account(tenant: Account, toolbelt: Any, s
         await toolbelt(other, "getAllPropertiesInSession", "private")
     assert info.value.code == "namespace_not_found"
     assert all(n["name"] != "private" for n in await toolbelt(other, "getListOfNamespaces"))
+
+
+# -- end to end: lambdas in real containers count in the store ----------------------------------
+NODE_COUNTER = r"""function lambda(input, callback) {
+  count(input.payload).then((out) => callback(null, out), (err) => callback(err));
+}
+
+const { Toolbelt } = require('lp-faas-toolbelt');
+const contextClient = Toolbelt.ContextServiceClient({ accountId: process.env.BRAND_ID, apiKey: 'x' });
+
+async function count(p) {
+  await contextClient.createNamespace('visits', { ttl: 3600 });
+  const previous = await contextClient.getPropertyInSession('visits', 'count', p.conversationId);
+  const count = (previous || 0) + 1;
+  await contextClient.updatePropertiesInNamespace('visits', { count, by: 'node' }, p.conversationId);
+  return { count, session: await contextClient.getAllPropertiesInSession('visits', p.conversationId) };
+}
+"""
+
+PY_COUNTER = """from lp_faas_toolbelt import Toolbelt
+
+
+async def handler(input):
+    p = input["payload"]
+    context = Toolbelt.context_service_client()
+    await context.create_namespace("visits", {"ttl": 3600})
+    previous = await context.get_property_in_session("visits", "count", p["conversationId"])
+    count = (previous or 0) + 1
+    await context.update_properties_in_namespace("visits", {"count": count, "by": "python"},
+                                                 p["conversationId"])
+    return {"count": count,
+            "session": await context.get_all_properties_in_session("visits", p["conversationId"])}
+"""
+
+
+@pytest.mark.usefixtures("platform")
+async def test_lambdas_count_across_invocations_and_share_with_the_api(tenant: Account) -> None:
+    from tests.integration.invoke_support import deploy, invoke
+
+    node, python = await asyncio.gather(
+        deploy(tenant, "context-counter-node", NODE_COUNTER),
+        deploy(tenant, "context-counter-py", PY_COUNTER, runtime="python"))
+    counts = []
+    for lambda_id in (node, node, python, node):  # one conversation, both runtimes
+        r = await invoke(tenant, lambda_id, {"conversationId": "conv-e2e"})
+        assert r.status_code == 200, r.text
+        counts.append(r.json()["result"]["count"])
+    assert counts == [1, 2, 3, 4]
+    assert r.json()["result"]["session"] == {"count": 4, "by": "node"}
+    r = await invoke(tenant, python, {"conversationId": "conv-other"})
+    assert r.json()["result"] == {"count": 1, "session": {"count": 1, "by": "python"}}
+    async with ctx(tenant) as c:  # an external system reads and resets the counter
+        assert (await c.get(props("visits", "conv-e2e") + "/count")).json()["value"] == 4
+        assert (await c.get("/namespaces/visits")).json()["ttl_s"] == 3600
+        await c.put(props("visits", "conv-e2e"), json={"properties": {"count": 40}})
+    r = await invoke(tenant, node, {"conversationId": "conv-e2e"})
+    assert r.json()["result"]["count"] == 41

@@ -212,3 +212,47 @@ async def test_bad_arguments_and_unknown_methods(world: World) -> None:
     with pytest.raises(ToolbeltCallError) as info:
         await world.call("lp.somethingElse")
     assert info.value.code == "unknown_method"
+
+
+# -- end to end: a Node lambda in a real container ------------------------------------------
+LP_LAMBDA = r"""function lambda(input, callback) {
+  run().then((out) => callback(null, out),
+             (err) => callback(null, { failed: err.code || err.name, message: err.message }));
+}
+
+const { Toolbelt, LpServices } = require('lp-faas-toolbelt');
+
+async function run() {
+  const lpClient = Toolbelt.LpClient();
+  const echoed = await lpClient('GET', LpServices.MSG_HIST, '/echo/me', { qs: { a: 1 }, json: true });
+  const conversation = await Toolbelt.ConversationUtil().getConversationById('conv-42');
+  const domain = await Toolbelt.CsdsClient().get(LpServices.MSG_HIST);
+  let unknown;
+  try { await Toolbelt.CsdsClient().get('noSuchService'); } catch (err) { unknown = err.code; }
+  return { echoed, conversation, domain, unknown };
+}
+"""
+
+
+@pytest.mark.usefixtures("platform")
+async def test_a_node_lambda_calls_lp_services_through_the_fakes(
+        world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.integration.invoke_support import deploy, invoke
+
+    # The invoker reads the operator's CSDS setting for every call: point it at the fake.
+    monkeypatch.setattr(settings, "csds_url", world.csds.url)
+    lambda_id = await deploy(world.account, "lp-client-e2e", LP_LAMBDA)
+    r = await invoke(world.account, lambda_id, {})
+    assert r.status_code == 200, r.text
+    out = r.json()["result"]
+    assert "failed" not in out, out
+    assert out["echoed"]["signed"] is True and out["echoed"]["consumer_key"] == APP_KEY.consumer_key
+    assert out["echoed"]["path"] == "/echo/me" and out["echoed"]["query"] == "a=1"
+    record = out["conversation"]["conversationHistoryRecords"][0]
+    assert record["info"]["conversationId"] == "conv-42" and record["signed"] is True
+    assert out["domain"] == world.lp.url.removeprefix("http://")
+    assert out["unknown"] == "service_not_found"
+    seen = [s.path for s in world.lp.seen]
+    assert "/echo/me" in seen
+    assert f"/messaging_history/api/account/{world.account.id}/conversations/conversation/search" \
+        in seen
