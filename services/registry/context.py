@@ -44,6 +44,7 @@ from services.registry.accounts import ms
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 60.0
+PURGE_BATCH = 10_000
 
 
 def _namespace(row: asyncpg.Record) -> NamespaceOut:
@@ -172,11 +173,21 @@ class ContextStore:
                 """DELETE FROM context_properties WHERE account_id = $1 AND namespace = $2
                    AND session_id = $3""", account_id, namespace, session_id)
 
-    async def purge_expired(self) -> int:
-        """Delete every expired property; return how many went."""
-        done = await self.pool.execute(
-            "DELETE FROM context_properties WHERE expires_at <= now()")
-        return int(done.split()[-1])
+    async def purge_expired(self, batch: int = PURGE_BATCH) -> int:
+        """Delete every expired property, ``batch`` rows per statement; return how many went.
+
+        Short statements keep locks and WAL bursts small when a lot expires at once.
+        """
+        total = 0
+        while True:
+            done = await self.pool.execute(
+                """DELETE FROM context_properties WHERE ctid = ANY(ARRAY(
+                       SELECT ctid FROM context_properties WHERE expires_at <= now()
+                       LIMIT $1))""", batch)
+            deleted = int(done.split()[-1])
+            total += deleted
+            if deleted < batch:
+                return total
 
 
 async def purge_loop(store: ContextStore, interval_s: float = PURGE_INTERVAL_S) -> None:

@@ -215,11 +215,27 @@ async def test_ttl_expires_on_read_and_the_purge_removes_rows(
         assert (await c.get(props("keep", "s"))).json()["again"] == 6
 
 
+async def test_the_purge_deletes_in_batches_until_none_is_left(
+        tenant: Account, pool: asyncpg.Pool) -> None:
+    async with ctx(tenant) as c:
+        assert (await c.post("/namespaces", json={"name": "batches"})).status_code == 201
+        for session in ("a", "b", "c"):
+            r = await c.put(props("batches", session),
+                            json={"properties": {"x": 1, "y": 2}, "ttl_s": 1})
+            assert r.status_code == 200, r.text
+        await c.put(props("batches", "a"), json={"properties": {"z": 3}})
+    await asyncio.sleep(1.2)
+    assert await ContextStore(pool).purge_expired(batch=2) >= 6
+    rows = await pool.fetch("SELECT session_id, name FROM context_properties "
+                            "WHERE account_id = $1 AND namespace = 'batches'", tenant.id)
+    assert [(r["session_id"], r["name"]) for r in rows] == [("a", "z")]
+
+
 async def test_the_purge_uses_the_expiry_index(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await conn.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN DELETE FROM context_properties WHERE expires_at <= now()"))
+            "EXPLAIN SELECT ctid FROM context_properties WHERE expires_at <= now() LIMIT 100"))
     assert "context_properties_expiry" in plan, plan
 
 
