@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     egress_requests_per_s: float = 20.0  # per function, the original's limit
     egress_max_response_bytes: int = 10 * 1024 * 1024
     egress_max_redirects: int = 10
+    # A PEM bundle trusted for lambdas' HTTPS in addition to the system store (private CAs).
+    egress_ca_file: str = ""
     # Where LpClient resolves LivePerson service domains (empty = not available).
     csds_url: str = ""
 
