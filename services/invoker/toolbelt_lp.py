@@ -462,8 +462,11 @@ async def _lp_request(call: _Call, args: list[Any]) -> dict[str, Any]:
     headers_in = req.get("headers") or {}
     if not isinstance(headers_in, dict):
         raise _bad("headers must be an object of names and values")
-    headers = {str(k): str(v) for k, v in headers_in.items()
-               if isinstance(v, str | int | float) and not isinstance(v, bool)}
+    headers = {}
+    for name, value in headers_in.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _bad(f"header {str(name)[:100]!r} must have a string value")
+        headers[str(name)] = str(value)
     body = _body(req.get("body"), req.get("body_encoding"))
     timeout_ms = req.get("timeout_ms")
     if timeout_ms is not None and (isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int)

@@ -207,6 +207,9 @@ async def test_bad_arguments_and_unknown_methods(world: World) -> None:
         await world.call("lp.request", {"method": "TRACE", "service": "msgHist", "path": "/"})
     assert info.value.code == "bad_request"
     with pytest.raises(ToolbeltCallError) as info:
+        await world.call("lp.request", {"service": "msgHist", "path": "/", "headers": {"x": {}}})
+    assert info.value.code == "bad_request"
+    with pytest.raises(ToolbeltCallError) as info:
         await world.call("csds.resolve", "bad service/name")
     assert info.value.code == "bad_request"
     with pytest.raises(ToolbeltCallError) as info:
