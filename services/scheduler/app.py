@@ -43,7 +43,8 @@ def create_app(settings: Settings, options: SchedulerOptions | None = None,
             producer = await stack.enter_async_context(
                 resources.producer(settings, health, "fnbus-scheduler"))
             cache = LambdaCache(settings.kafka_bootstrap, topics.lambda_changes)
-            schedules = Schedules(pool, cache, schedule_clock, opts)
+            schedules = Schedules(pool, cache, schedule_clock, opts,
+                                  max_per_lambda=settings.max_schedules_per_lambda)
             watcher = UndeployWatcher(cache, schedules)
             watcher.attach()
             stack.callback(watcher.detach)

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_PAYLOAD_CHARS = 8_000  # the original platform's limit on a schedule's payload
 MAX_SCHEDULED_LAMBDAS = 10  # distinct lambdas with schedules, per account
+MAX_SCHEDULES_PER_LAMBDA = 10  # schedules of one lambda (Settings.max_schedules_per_lambda)
 
 
 class SchedulerOptions(BaseSettings):

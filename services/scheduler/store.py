@@ -4,8 +4,9 @@ Contract of :class:`Schedules`:
 1. Every write validates first (cron, payload, lambda) and then runs as one
    transaction; bad input changes nothing.
 2. "At most 10 functions scheduled per account" counts distinct lambdas with a
-   schedule (enabled or not), under a per-account advisory lock so two
-   concurrent creates cannot both take the tenth place.
+   schedule (enabled or not), and at most ``max_per_lambda`` schedules (enabled
+   or not) point at one lambda; both are checked under a per-account advisory
+   lock so two concurrent creates cannot both take the last place.
 3. ``claim_due()`` locks due rows (``FOR UPDATE SKIP LOCKED``), records one
    fire per (schedule, due minute) — the unique key makes a second fire of the
    same minute impossible — and advances ``next_due_ms``, all in one
@@ -31,7 +32,12 @@ from fnbus.lambda_cache import LambdaCache
 from fnbus.schemas import ActivationRecord, InvocationOutcome, LambdaChange, LambdaState
 from services.scheduler import cron
 from services.scheduler.clock import Clock
-from services.scheduler.options import MAX_PAYLOAD_CHARS, MAX_SCHEDULED_LAMBDAS, SchedulerOptions
+from services.scheduler.options import (
+    MAX_PAYLOAD_CHARS,
+    MAX_SCHEDULED_LAMBDAS,
+    MAX_SCHEDULES_PER_LAMBDA,
+    SchedulerOptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +88,12 @@ class Fire:
 
 class Schedules:
     def __init__(self, pool: asyncpg.Pool, cache: LambdaCache | None, clock: Clock,
-                 options: SchedulerOptions) -> None:
+                 options: SchedulerOptions, max_per_lambda: int = MAX_SCHEDULES_PER_LAMBDA) -> None:
         self.pool = pool
         self.cache = cache
         self.clock = clock
         self.options = options
+        self.max_per_lambda = max_per_lambda
 
     # -- reading -------------------------------------------------------------------------
     def _out(self, row: asyncpg.Record) -> ScheduleOut:
@@ -143,6 +150,15 @@ class Schedules:
                 f"at most {MAX_SCHEDULED_LAMBDAS} functions can be scheduled per account; "
                 "delete a schedule of another function first", code="schedule_limit_reached",
                 details={"max_scheduled_functions": MAX_SCHEDULED_LAMBDAS})
+        # The schedule being moved onto this lambda still points at its old one: not counted.
+        mine = await conn.fetchval(
+            "SELECT count(*) FROM schedules WHERE account_id = $1 AND lambda_id = $2",
+            account_id, lambda_id)
+        if mine >= self.max_per_lambda:
+            raise Conflict(
+                f"at most {self.max_per_lambda} schedules per function; delete or change one "
+                "of this function's schedules first", code="lambda_schedule_limit_reached",
+                details={"max_schedules_per_lambda": self.max_per_lambda})
 
     # -- writing -------------------------------------------------------------------------
     async def create(self, account_id: str, body: ScheduleCreate) -> ScheduleOut:

@@ -108,6 +108,42 @@ async def test_bad_input_is_refused_and_changes_nothing(
         assert len(await _listing(c)) == 11
 
 
+async def test_schedules_per_lambda_are_capped(settings: Settings, gateway_url: str,
+                                               run_id: str) -> None:
+    cap = settings.max_schedules_per_lambda
+    account = await create_account(settings, gateway_url, f"scp{run_id}")
+    first, second = await _publish_productive(settings, account.id, 2)
+    async with account.client() as c:
+        async def created() -> bool:
+            r = await c.post("/schedules", json={"lambda_id": first, "cron": "0 0 1 1 *"})
+            return r.status_code == 201
+        await eventually(created, timeout_s=10, what="schedule of a fake productive lambda")
+        for minute in range(1, cap):
+            r = await c.post("/schedules", json={"lambda_id": first, "cron": f"{minute} 0 1 1 *"})
+            assert r.status_code == 201, r.text
+        # One more of the same function: the account-level limit's status and envelope.
+        error = await _refused(c, {"lambda_id": first, "cron": "0 1 1 1 *"}, 409,
+                               "lambda_schedule_limit_reached")
+        assert error["details"]["max_schedules_per_lambda"] == cap
+        # Disabled schedules count too: the cap is on definitions, not on fires.
+        await _refused(c, {"lambda_id": first, "cron": "0 1 1 1 *", "enabled": False}, 409,
+                       "lambda_schedule_limit_reached")
+        # Another function is not affected; moving one of its schedules over is refused.
+        async def other_created() -> dict[str, Any] | None:
+            r = await c.post("/schedules", json={"lambda_id": second, "cron": "0 0 1 1 *"})
+            return r.json() if r.status_code == 201 else None
+        moved = await eventually(other_created, timeout_s=10, what="schedule of a second lambda")
+        r = await c.patch(f"/schedules/{moved['id']}", json={"lambda_id": first})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "lambda_schedule_limit_reached"
+        # Deleting one frees a place.
+        listing = [s for s in await _listing(c) if s["lambda_id"] == first]
+        assert len(listing) == cap
+        r = await c.delete(f"/schedules/{listing[0]['id']}")
+        assert r.status_code == 204, r.text
+        r = await c.patch(f"/schedules/{moved['id']}", json={"lambda_id": first})
+        assert r.status_code == 200, r.text
+
+
 async def test_crud_and_preview(tenant: Account, echo: str) -> None:
     async with tenant.client() as c:
         r = await c.post("/schedules", json={"lambda_id": echo, "cron": "0  9 * * 1-5",
