@@ -477,6 +477,8 @@ async def _run(
         prep = prepare(opts)
     except ToolbeltError as exc:
         raise RequestError(exc, opts) from None
+    except (TypeError, ValueError) as exc:  # e.g. json=True with a body json cannot encode
+        raise RequestError(_bad(f"bad request options: {exc}"), opts) from None
     try:
         value = await send(prep)
     except ToolbeltError as exc:
