@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 from fnbus.config import Settings
 from fnbus.permissions import Permission, Role, allowed
-from services.gateway import events, invoke, management, schedules
+from services.gateway import certificates, context, events, invoke, lp_compat, management, schedules
 from services.gateway.app import create_app
 from tests.integration.mgmt_support import HELLO, Account, create_account, user_key
 
@@ -59,7 +59,8 @@ ROUTES = _routes()
 
 
 def test_every_route_names_a_permission_that_its_dependency_enforces() -> None:
-    routers = [management.router, invoke.router, schedules.router, events.router]
+    routers = [management.router, invoke.router, schedules.router, events.router,
+               certificates.router, context.router, lp_compat.router]
     routes = [r for router in routers for r in router.routes
               if isinstance(r, APIRoute) and r.path.startswith("/api/")]
     assert len(routes) == len(ROUTES) >= 30
