@@ -2,6 +2,14 @@
 
 API keys and OAuth client secrets are 256-bit random strings; the database keeps
 only their SHA-256. The gateway signs short-lived JWTs (HS256) for OAuth clients.
+
+A JWT is accepted only when all of these hold:
+1. its header names a key id (``kid``) of the gateway's keyring and the signature
+   verifies with that key (so a new secret can be added before the old one goes);
+2. ``iss`` and ``aud`` are ``fnbus``; ``exp``, ``iat``, ``sub`` and ``acc`` are present;
+3. ``scope`` names only scopes the platform knows (at least one);
+4. ``cid`` names the OAuth client it was issued to, which the gateway checks is
+   still live (not revoked, its user not deleted) before it trusts the token.
 """
 
 from __future__ import annotations
@@ -10,16 +18,19 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import jwt
 
-from fnbus.permissions import Role, parse_roles
+from fnbus.permissions import INVOKE_SCOPE, Role, parse_roles
 
 API_KEY_PREFIX = "fnb_"
 CLIENT_ID_PREFIX = "fnbc_"
 JWT_ISSUER = "fnbus"
+JWT_AUDIENCE = "fnbus"
 JWT_ALGORITHM = "HS256"
+KNOWN_SCOPES = frozenset({INVOKE_SCOPE})
 
 # Headers on gateway → internal-service calls.
 H_ACCOUNT = "X-Fnbus-Account"
@@ -61,10 +72,23 @@ def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def key_id(secret: str) -> str:
+    """A stable, non-secret name for a signing key: the JWT header's ``kid``."""
+    return hashlib.sha256(b"fnbus-jwt-kid:" + secret.encode()).hexdigest()[:16]
+
+
+def keyring(*secrets_: str) -> dict[str, str]:
+    """``{kid: secret}`` of the keys a verifier accepts; the first one signs."""
+    return {key_id(s): s for s in secrets_ if s}
+
+
 def issue_jwt(identity: Identity, secret: str, ttl_s: int, scope: str) -> tuple[str, int]:
+    if identity.key_id is None:
+        raise ValueError("a JWT names the credential it was issued to")
     now = int(time.time())
     claims = {
         "iss": JWT_ISSUER,
+        "aud": JWT_AUDIENCE,
         "sub": identity.user_id,
         "acc": identity.account_id,
         "roles": sorted(r.value for r in identity.roles),
@@ -73,29 +97,48 @@ def issue_jwt(identity: Identity, secret: str, ttl_s: int, scope: str) -> tuple[
         "iat": now,
         "exp": now + ttl_s,
     }
-    return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM), ttl_s
+    token = jwt.encode(claims, secret, algorithm=JWT_ALGORITHM, headers={"kid": key_id(secret)})
+    return token, ttl_s
 
 
 class InvalidToken(Exception):
     pass
 
 
-def verify_jwt(token: str, secret: str) -> Identity:
-    """Check signature, expiry and issuer; raise InvalidToken with the reason."""
+def verify_jwt(token: str, keys: Mapping[str, str] | str) -> Identity:
+    """Check points 1–3 of the contract; raise InvalidToken with the reason.
+
+    ``keys`` is a keyring (``{kid: secret}``) or one secret. Point 4 (the client is
+    still live) needs the registry and is the gateway's.
+    """
+    ring = keyring(keys) if isinstance(keys, str) else keys
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"invalid token: {exc}") from None
+    kid = header.get("kid")
+    secret = ring.get(kid) if isinstance(kid, str) else None
+    if secret is None:
+        raise InvalidToken("invalid token: unknown or missing key id (kid)")
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER,
-            options={"require": ["exp", "iat", "sub", "acc"]},
+            token, secret, algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER, audience=JWT_AUDIENCE,
+            options={"require": ["exp", "iat", "sub", "acc", "aud", "scope", "cid"]},
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise InvalidToken(f"invalid token: {exc}") from None
+    scopes = frozenset(str(claims.get("scope") or "").split())
+    if not scopes or not scopes <= KNOWN_SCOPES:
+        raise InvalidToken(f"invalid token: scope must be {' '.join(sorted(KNOWN_SCOPES))}")
+    if not isinstance(claims.get("cid"), str) or not claims["cid"]:
+        raise InvalidToken("invalid token: no client id (cid)")
     try:
         roles = parse_roles(claims.get("roles", []))
     except ValueError as exc:
         raise InvalidToken(str(exc)) from None
     return Identity(
         account_id=str(claims["acc"]), user_id=str(claims["sub"]), roles=roles,
-        key_id=claims.get("cid"), scopes=frozenset(str(claims.get("scope", "")).split()),
+        key_id=str(claims["cid"]), scopes=scopes,
     )

@@ -206,6 +206,17 @@ class Accounts:
             raise Unauthorized("invalid client credentials", code="invalid_client")
         return await self._identity(row)
 
+    async def resolve_credential(self, key_id: str) -> ident.Identity:
+        """Revocation check of a JWT: its client must still exist, unrevoked, with its user."""
+        try:
+            kid = uuid.UUID(key_id)
+        except ValueError:
+            raise Unauthorized("credential revoked or unknown", code="credential_revoked") from None
+        row = await self.pool.fetchrow(self._CRED_SQL + " WHERE k.id = $1", kid)
+        if row is None or row["revoked_at"] is not None:
+            raise Unauthorized("credential revoked or unknown", code="credential_revoked")
+        return await self._identity(row)
+
     # -- secrets --------------------------------------------------------------------
     def _secret(self, row: asyncpg.Record) -> SecretOut:
         return SecretOut(key=row["key"], value=obfuscate(self.box.open(row["value_enc"])),

@@ -88,6 +88,10 @@ class ClientLookup(BaseModel):
     client_secret: str
 
 
+class CredentialLookup(BaseModel):
+    key_id: str  # the credential's id, as a JWT's ``cid`` names it
+
+
 class IdentityOut(BaseModel):
     account_id: str
     user_id: str
@@ -124,6 +128,12 @@ async def auth_api_key(body: KeyLookup, accounts: AccountsDep) -> IdentityOut:
 @router.post("/auth/client")
 async def auth_client(body: ClientLookup, accounts: AccountsDep) -> IdentityOut:
     return _identity_out(await accounts.resolve_client(body.client_id, body.client_secret))
+
+
+@router.post("/auth/credential")
+async def auth_credential(body: CredentialLookup, accounts: AccountsDep) -> IdentityOut:
+    """The current identity behind a live credential (401 once revoked or its user deleted)."""
+    return _identity_out(await accounts.resolve_credential(body.key_id))
 
 
 # -- account, terms, users ------------------------------------------------------------
