@@ -378,11 +378,9 @@ async def test_toolbelt_module_and_unavailable_clients(start: Start) -> None:
     conn = await start(
         "function lambda(input, callback) {\n"
         "  const { Toolbelt } = require('lp-faas-toolbelt');\n"
-        "  const secrets = Toolbelt.SecretClient();\n"
-        "  const http = Toolbelt.HTTPClient();\n"
-        "  const ctx = Toolbelt.ContextServiceClient({ apiKey: 'k', accountId: 'a' });\n"
-        "  Promise.allSettled([secrets.readSecret('k'), http('https://x.invalid'),\n"
-        "                      ctx.somethingElse(), Toolbelt.MTLSClient({}).post('u')])\n"
+        "  Promise.allSettled([Toolbelt.SFClient().connectToSalesforce({}),\n"
+        "                      Toolbelt.OrchestratorClient().somethingElse(),\n"
+        "                      Toolbelt.GDPRUtil().replaceConversationFiles({})])\n"
         "    .then((all) => callback(null, all.map((r) => [r.status, r.reason.code,\n"
         "                                                   r.reason.message])));\n"
         "}\n"
@@ -394,16 +392,16 @@ async def test_toolbelt_module_and_unavailable_clients(start: Start) -> None:
     assert statuses == {"rejected"} and codes == {"not_available"}
     messages = [m for _, _, m in result.value]
     assert messages[0] == (
-        "lp-faas-toolbelt: Toolbelt.SecretClient().readSecret() is not available on this platform yet"
+        "lp-faas-toolbelt: Toolbelt.SFClient().connectToSalesforce() is not available on this platform yet"
     )
-    assert "HTTPClient" in messages[1] and "somethingElse" in messages[2]
+    assert "somethingElse" in messages[1] and "replaceConversationFiles" in messages[2]
 
 
 async def test_unawaited_unavailable_client_fails_the_invocation(start: Start) -> None:
     conn = await start(
         "const { Toolbelt } = require('lp-faas-toolbelt');\n"
         "function lambda(input, callback) {\n"
-        "  Toolbelt.SecretClient().readSecret('k').then((s) => callback(null, s));\n}"
+        "  Toolbelt.SFClient().connectToSalesforce({}).then((s) => callback(null, s));\n}"
     )
     result = await conn.run("a1", {})
     assert result.error is not None

@@ -387,8 +387,8 @@ async def test_toolbelt_clients_raise_not_available(start: Start) -> None:
         "from lp_faas_toolbelt import Toolbelt, NotAvailableError\n"
         "def handler(input):\n"
         "    out = []\n"
-        "    for call in (lambda: Toolbelt.secret_client().read_secret('k'),\n"
-        "                 lambda: Toolbelt.http_client()('https://x.invalid')):\n"
+        "    for call in (lambda: Toolbelt.sf_client().connect_to_salesforce({}),\n"
+        "                 lambda: Toolbelt.orchestrator_client()()):\n"
         "        try:\n"
         "            call()\n"
         "        except NotAvailableError as exc:\n"
@@ -400,9 +400,9 @@ async def test_toolbelt_clients_raise_not_available(start: Start) -> None:
     assert result.value == [
         [
             "not_available",
-            "lp_faas_toolbelt: Toolbelt.secret_client().read_secret() is not available on this platform yet",
+            "lp_faas_toolbelt: Toolbelt.sf_client().connect_to_salesforce() is not available on this platform yet",
         ],
-        ["not_available", "lp_faas_toolbelt: Toolbelt.http_client() is not available on this platform yet"],
+        ["not_available", "lp_faas_toolbelt: Toolbelt.orchestrator_client() is not available on this platform yet"],
     ]
 
 
