@@ -17,8 +17,13 @@ by the runner protocol. Publishing never loops on one invocation's output:
    activation record (``fnbus.platform.failure``), without result and logs;
 5. other errors (the broker unavailable, a producer renewed after a failed
    batch) are retried with backoff for up to :data:`PUBLISH_RETRY_S`, then the
-   failure record is published instead, retried until the broker takes it or
-   the invoker stops (then the request stays uncommitted and is redelivered).
+   failure record is published instead;
+6. what is left after that — the failure record, the retry policy's next
+   attempt or dead letter — is retried with backoff (at most 5 s apart) until
+   the broker takes it or the invoker stops, in which case the request stays
+   uncommitted and is redelivered. Only an unavailable broker or registry gets
+   here, which stalls every tenant alike; dropping would lose an accepted
+   invocation. A record refused for what it is is dropped with an error log.
 
 An (activation id, attempt) that this invoker already ran or is running is
 skipped: a redelivered request (a rebalance, a relay that crashed after
@@ -200,29 +205,23 @@ class Invoker:
                                               asyncio.Semaphore(self.max_per_account))
         async with semaphore:
             result, record, logs = await self.execute(request)
-        # Run once, then publish (rules 4 and 5): a retry never runs the code twice.
+        # Run once, then publish (rules 4 to 6): a retry never runs the code twice.
         result, record, logs = await self._publish_or_fail(request, result, record, logs)
         if self.retries is None:
             return
         backoff_s = _PUBLISH_BACKOFF_FIRST_S
-        give_up = time.monotonic() + self.publish_retry_s
         while True:
             try:
                 decision = await self.retries.decide(request, result)
                 await self.retries.apply(request, result, decision)
                 return
             except UNPUBLISHABLE_ERRORS as exc:
-                # A retry or dead letter the broker refuses: the result is out already.
+                # A retry or dead letter the broker refuses: the outcome is out already.
                 log.error("the retry policy's record could not be published; dropped", extra={
                     "activation_id": request.activation_id, "account_id": request.account_id,
                     "lambda_id": request.lambda_id, "error": repr(exc)})
                 return
-            except Exception as exc:  # noqa: BLE001 - broker trouble (or the registry's policy)
-                if time.monotonic() >= give_up:
-                    log.error("applying the retry policy kept failing; dropped", extra={
-                        "activation_id": request.activation_id, "account_id": request.account_id,
-                        "lambda_id": request.lambda_id, "error": repr(exc)})
-                    return
+            except Exception as exc:  # noqa: BLE001 - broker or registry away (rule 6)
                 log.warning("applying the retry policy failed; retrying", extra={
                     "activation_id": request.activation_id, "error": repr(exc)})
                 await asyncio.sleep(backoff_s)
@@ -369,6 +368,9 @@ class Invoker:
                     err = run.error
                     code = ErrorCode.CUSTOM_FAILURE if err and err.kind is ErrorKind.CUSTOM_FAILURE \
                         else ErrorCode.RUNTIME_EXCEPTION
+                    if err and err.name == "ResultError" and "bytes as JSON" in err.message:
+                        # The runner's word for a result over its frame limit (8 MiB): same error.
+                        code = ErrorCode.RESULT_TOO_LARGE
                     error = InvocationError(
                         code=code, message=err.message if err else "the function failed",
                         details={"name": err.name, "stack": err.stack} if err else None)

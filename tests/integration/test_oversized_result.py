@@ -41,6 +41,8 @@ from tests.support import eventually, free_port, serve_in_loop
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("platform")]
 
 HUGE = "function lambda(input, callback) { callback(null, 'x'.repeat(3 * 1024 * 1024)); }\n"
+# Over the runner protocol's 8 MiB frame: the runner itself reports it, as the same error.
+HUGER = "function lambda(input, callback) { callback(null, 'x'.repeat(10 * 1024 * 1024)); }\n"
 # Under the 1 MiB cap, so the invoker publishes it; 500 kB is over the test's reply topic limit.
 HALF_MB = "function lambda(input, callback) { callback(null, 'y'.repeat(500 * 1000)); }\n"
 NEAR_CAP = "function lambda(input, callback) { callback(null, 'z'.repeat(1000 * 1000)); }\n"
@@ -83,6 +85,11 @@ async def test_a_huge_result_is_a_clear_error_and_the_next_calls_work(
         record = await eventually(stored, timeout_s=30, what="the activation record")
     assert record["outcome"] == "CODING_FAILURE" and record["result"] is None
     assert record["error"]["code"] == ErrorCode.RESULT_TOO_LARGE  # type: ignore[index]
+
+    huger = await deploy(account, "huger", HUGER)
+    r = await invoke(account, huger)
+    assert r.status_code == 502, r.text[:500]
+    assert r.json()["error"]["code"] == ErrorCode.RESULT_TOO_LARGE, r.text[:500]
 
     r = await invoke(account, echo, {"n": 1})
     assert r.status_code == 200 and r.json()["result"] == {"echo": {"n": 1}}, r.text
