@@ -148,3 +148,29 @@ async def test_only_the_last_five_deployments_keep_an_image(
         assert versions == list(range(current - 4, current + 1))
         r = await invoke(hostile, lambda_id, {})
         assert r.status_code == 200 and r.json()["result"] == "v7", r.text
+
+
+async def test_a_cold_container_whose_code_never_loads_is_killed_after_the_deadline(
+        settings: Settings, hostile: Account) -> None:
+    # Loads fine at the smoke init, then loops at load time from `hang_at` on:
+    # the invoker's cold init meets the endless loop.
+    hang_at = int(time.time() * 1000) + 6000
+    code = ("function lambda(input, callback) {\n  callback(null, 'never');\n}\n"
+            f"if (Date.now() > {hang_at}) {{ while (true) {{}} }}\n")
+    async with hostile.client() as h:
+        lambda_id = await create(h, "late-loop", code)
+        await start_deploy(h, lambda_id)
+        await wait_deployed(h, lambda_id, timeout_s=60)
+    await asyncio.sleep(max(0.0, hang_at / 1000 - time.time()) + 0.5)
+    t0 = time.monotonic()
+    r = await invoke(hostile, lambda_id, {})
+    took = time.monotonic() - t0
+    body = r.json()
+    assert (r.status_code, body["outcome"], body["error"]["code"]) == (
+        502, "CODING_FAILURE", "com.liveperson.faas.handler.runtime-exception"), r.text
+    assert "InitTimeout: the code did not finish loading within 10 s" in body["error"]["message"]
+    assert 10 <= took < 18, f"the call answered after {took:.1f} s"
+    client = docker.DockerClient(base_url=settings.docker_host)
+    left = await asyncio.to_thread(client.containers.list, all=True, filters={
+        "label": [f"fnbus.lambda={lambda_id}", f"fnbus.invoker={settings.instance_id}"]})
+    assert left == [], "the container that never finished loading is still there"
