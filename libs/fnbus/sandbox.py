@@ -139,7 +139,11 @@ class DockerRuntime:
         self._userns: tuple[int, int] | None = None
         self._userns_known = False
         sockets_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(sockets_dir, 0o700)  # only this process (and the engine, as root) looks inside
+        try:
+            os.chmod(sockets_dir, 0o700)  # only this process (and the engine, as root) looks inside
+        except PermissionError:
+            log.warning("socket directory is not ours; its mode stays as it is",
+                        extra={"path": str(sockets_dir)})
 
     def _container_ids(self) -> tuple[int, int]:
         """Host uid and gid of the container's user (differs under ``userns-remap``)."""
