@@ -41,7 +41,14 @@ from fnbus.config import Settings
 from fnbus.dependencies import DependencyRefused, check_dependencies
 from fnbus.kafka import Consumer, Producer
 from fnbus.runner_protocol import RunnerConnection, RunnerError, RunnerInitError
-from fnbus.sandbox import ContainerError, ContainerHandle, DockerRuntime, SandboxLimits
+from fnbus.sandbox import (
+    LABEL_ACCOUNT,
+    LABEL_LAMBDA,
+    ContainerError,
+    ContainerHandle,
+    DockerRuntime,
+    SandboxLimits,
+)
 from fnbus.schemas import DeploymentState, DeploymentStatus, DeployRequest
 from fnbus.service import TaskGroup, create_service_app
 from fnbus.topics import Topics, ensure_topics
@@ -53,6 +60,8 @@ log = logging.getLogger(__name__)
 DEPLOY_SECONDS = Histogram("fnbus_deploy_seconds", "Deploy request → final state", ["outcome"],
                            buckets=(0.5, 1, 2, 3, 5, 8, 13, 30, 60, 120, 300))
 _WIRE = {"nodejs": "node", "python": "python"}
+#: On smoke-init containers: the deployment they check.
+LABEL_SMOKE = "fnbus.smoke"
 CONNECT_TIMEOUT_S = 20.0  # the runner's start, under load
 DEFAULT_INIT_TIMEOUT_S = 10.0
 DEFAULT_KEEP_DEPLOYMENTS = 5
@@ -102,9 +111,9 @@ class Deployer:
         The container is killed and removed before this returns, whatever happened.
         """
         try:
-            handle = await self.sandbox.start(image, {"fnbus.smoke": request.deployment_id,
-                                                      "fnbus.account": request.account_id,
-                                                      "fnbus.lambda": request.lambda_id})
+            handle = await self.sandbox.start(image, {LABEL_SMOKE: request.deployment_id,
+                                                      LABEL_ACCOUNT: request.account_id,
+                                                      LABEL_LAMBDA: request.lambda_id})
         except ContainerError as exc:
             raise BuildFailed(f"the image does not start: {exc}") from exc
         try:
