@@ -9,9 +9,9 @@ For each deploy request:
    endless loop at the top level) fails it with that cause. The container is
    killed right after the init, whatever happened (nothing the code started at
    load time, such as a timer, outlives it);
-4. publish Deployed (with the image) or Failed (with the cause);
-5. after a success, remove the lambda's images beyond the last
-   ``keep_deployments`` (:meth:`Builder.prune`).
+4. on success, remove the lambda's images beyond the last ``keep_deployments``
+   versions (:meth:`Builder.prune`), then publish Deployed (with the image);
+   otherwise publish Failed (with the cause).
 An undeploy request removes the lambda's images; the invoker retires its
 containers when the registry publishes the undeployed state.
 
@@ -171,18 +171,18 @@ class Deployer:
                 await self.builder.remove_image(artifact.image)
             await self._status(request, DeploymentState.FAILED, cause=str(exc)[:2000])
             return
-        DEPLOY_SECONDS.labels("deployed").observe(time.perf_counter() - started)
-        log.info("deployed", extra={**extra, "image": artifact.image, "reused": artifact.reused,
-                                    "seconds": round(time.perf_counter() - started, 3)})
-        await self._status(request, DeploymentState.DEPLOYED, image=artifact.image)
+        # Before Deployed is announced: whoever sees it sees the lambda's images as they stay.
         try:
             removed = await self.builder.prune(request.lambda_id, self.keep_deployments,
                                                current=artifact.image)
         except DockerException as exc:  # the next deploy of the lambda prunes again
+            removed = 0
             log.warning("old images not removed", extra={**extra, "error": str(exc)})
-        else:
-            if removed:
-                log.info("old images removed", extra={**extra, "images": removed})
+        DEPLOY_SECONDS.labels("deployed").observe(time.perf_counter() - started)
+        log.info("deployed", extra={**extra, "image": artifact.image, "reused": artifact.reused,
+                                    "old_images_removed": removed,
+                                    "seconds": round(time.perf_counter() - started, 3)})
+        await self._status(request, DeploymentState.DEPLOYED, image=artifact.image)
 
 
 class DeployLoop:

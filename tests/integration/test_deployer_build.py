@@ -95,11 +95,16 @@ async def test_dependencies_under_the_cap_are_in_the_image(builder: Builder) -> 
     lambda_id = str(uuid.uuid4())
     try:
         artifact = await builder.build(node_request(lambda_id, {"left-pad": "1.3.0"}))
-        out = await asyncio.to_thread(
-            builder.client.containers.run, artifact.image, remove=True, network_mode="none",
-            entrypoint=["node", "-e", "process.stdout.write(require('left-pad')('7', 3, '0'))"],
+        # The exit code carries the answer (a short-lived container's logs can come back empty).
+        container = await asyncio.to_thread(
+            builder.client.containers.run, artifact.image, detach=True, network_mode="none",
+            entrypoint=["node", "-e", "process.exit(require('left-pad')('7', 3, '0') === '007' ? 0 : 3)"],
             working_dir="/opt/fnbus/code")
-        assert out == b"007"
+        try:
+            status = await asyncio.to_thread(container.wait, timeout=60)
+        finally:
+            await asyncio.to_thread(container.remove, force=True)
+        assert status["StatusCode"] == 0, status
     finally:
         await builder.remove_images(lambda_id, attempts=1)
 

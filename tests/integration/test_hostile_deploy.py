@@ -140,9 +140,9 @@ async def test_only_the_last_five_deployments_keep_an_image(
                 assert r.status_code == 200, r.text
             await start_deploy(h, lambda_id)
             await wait_deployed(h, lambda_id, timeout_s=60)
-        images = await asyncio.to_thread(client.images.list,
+        images = await asyncio.to_thread(client.api.images,
                                          filters={"label": f"fnbus.lambda={lambda_id}"})
-        versions = sorted(int(i.labels["fnbus.version"]) for i in images)
+        versions = sorted(int(i["Labels"]["fnbus.version"]) for i in images)
         current = (await h.get(f"/lambdas/{lambda_id}")).json()["deployed_version"]
         assert len(images) == 5, versions
         assert versions == list(range(current - 4, current + 1))
