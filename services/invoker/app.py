@@ -94,7 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
                 pool=pool, producer=producer, cache=cache, registry=registry, topics=topics,
                 instance=instance, default_timeout_ms=settings.lambda_timeout_ms,
                 runtime_images=images, max_per_account=settings.max_concurrent_per_account,
-                retries=Retries(producer, topics, PolicyCache(registry)), toolbelt=toolbelt)
+                retries=Retries(producer, topics, PolicyCache(registry)), toolbelt=toolbelt,
+                max_result_bytes=settings.max_result_bytes)
             app.state.invoker = invoker
             # Due retries go back to the invocations topic; a waiting partition is paused.
             relay = RetryRelay(

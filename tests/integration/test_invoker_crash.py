@@ -101,7 +101,8 @@ async def test_request_survives_an_invoker_killed_mid_invocation(
             await producer.send(topics.invocations, request.to_bytes(), key=lambda_id)
 
             async def running() -> bool:
-                stats = (await http.get(f"http://127.0.0.1:{first_port}/internal/pool")).json()
+                stats = (await http.get(f"http://127.0.0.1:{first_port}/internal/pool",
+                                        headers={"Authorization": f"Bearer {settings.service_token}"})).json()
                 return stats.get("running", 0) == 1
 
             await eventually(running, timeout_s=30, interval_s=0.05, what="invocation running")
