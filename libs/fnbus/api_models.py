@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fnbus.dependencies import check_dependencies
 from fnbus.schemas import Runtime
 
 # The original platform's limit on code size.
@@ -64,6 +65,7 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
 def _check_dependencies(deps: dict[str, str]) -> dict[str, str]:
     if len(deps) > MAX_DEPENDENCIES:
         raise ValueError(f"at most {MAX_DEPENDENCIES} dependencies")
+    check_dependencies(deps)  # git, URL, path and tarball specs, with the reason
     for name, spec in deps.items():
         if not _PACKAGE.match(name):
             raise ValueError(f"dependency name {name!r} is not a valid package name")

@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 #: Largest frame body (the JSON document) either side accepts, in bytes.
-MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_FRAME_BYTES = 16 * 1024 * 1024
 FRAME_HEADER_BYTES = 4
 DEFAULT_SOCKET_PATH = "/run/fnbus/runner.sock"
 SOCKET_PATH_ENV = "FNBUS_RUNNER_SOCKET"

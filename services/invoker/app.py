@@ -86,7 +86,8 @@ def create_app(settings: Settings) -> FastAPI:
             pool = ContainerPool(engine, PoolConfig(
                 images=images, prewarm_per_runtime=settings.prewarm_per_runtime,
                 max_containers=settings.max_containers,
-                idle_ttl_s=settings.idle_container_ttl_s))
+                idle_ttl_s=settings.idle_container_ttl_s,
+                init_timeout_s=settings.deploy_init_timeout_ms / 1000))
             await pool.start()
             stack.push_async_callback(pool.stop)
             app.state.pool = pool

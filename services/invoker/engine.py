@@ -369,7 +369,7 @@ class Invoker:
                     code = ErrorCode.CUSTOM_FAILURE if err and err.kind is ErrorKind.CUSTOM_FAILURE \
                         else ErrorCode.RUNTIME_EXCEPTION
                     if err and err.name == "ResultError" and "bytes as JSON" in err.message:
-                        # The runner's word for a result over its frame limit (8 MiB): same error.
+                        # The runner's word for a result over its frame limit (16 MiB): same error.
                         code = ErrorCode.RESULT_TOO_LARGE
                     error = InvocationError(
                         code=code, message=err.message if err else "the function failed",

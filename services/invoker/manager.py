@@ -48,6 +48,7 @@ class PoolConfig:
     idle_ttl_s: float = 300.0
     reap_interval_s: float = 5.0
     log_limit: LogLimit = LogLimit()
+    init_timeout_s: float = 10.0  # a cold container's code must load within this
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,8 @@ class ContainerPool:
                     await self._notify()
                     raise
             try:
-                await proxy.initialize(key, code.code, code.env, self.config.log_limit)
+                await proxy.initialize(key, code.code, code.env, self.config.log_limit,
+                                       timeout_s=self.config.init_timeout_s)
             except BaseException:
                 self.proxies.pop(id(proxy), None)
                 await self._notify()

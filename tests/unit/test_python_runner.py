@@ -479,7 +479,7 @@ async def test_oversized_frame_is_refused_and_the_stream_stays_usable(start: Sta
 
 
 async def test_oversized_result_becomes_a_runtime_exception(start: Start) -> None:
-    conn = await start("def handler(input):\n    return 'x' * (9 * 1024 * 1024)\n")
+    conn = await start("def handler(input):\n    return 'x' * (17 * 1024 * 1024)\n")
     result = await conn.run("a1", {})
     assert result.error is not None and "limit" in result.error.message
 

@@ -27,7 +27,7 @@ const { performance } = require('perf_hooks');
 const toolbelt = require('./lp-faas-toolbelt');
 
 const PROTOCOL_VERSION = 1;
-const MAX_FRAME_BYTES = 8 * 1024 * 1024;
+const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 const HEADER_BYTES = 4;
 const DEFAULT_SOCKET_PATH = '/run/fnbus/runner.sock';
 const CODE_FILENAME = 'index.js';

@@ -56,7 +56,7 @@ if _HERE not in sys.path:
 import lp_faas_toolbelt  # noqa: E402
 
 PROTOCOL_VERSION = 1
-MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_FRAME_BYTES = 16 * 1024 * 1024
 HEADER_BYTES = 4
 DEFAULT_SOCKET_PATH = "/run/fnbus/runner.sock"
 CODE_FILENAME = "handler.py"
