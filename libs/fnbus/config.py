@@ -114,6 +114,23 @@ class Settings(BaseSettings):
     max_dependencies_bytes: int = 50 * 1024 * 1024
     keep_deployments: int = 5  # images of older deployments are removed
     max_schedules_per_lambda: int = 10
+    # Quotas and retention.
+    account_invocations_per_s: float = 100.0  # per account at the gateway, then 429 + Retry-After
+    account_invocations_burst: int = 200
+    account_async_backlog_max: int = 10_000  # accepted, not yet finished async invocations
+    retention_days: int = 7  # activations and log lines; the original's log window
+    # Retired secrets keys, still able to open values sealed with them (rotation).
+    secrets_old_keys: list[str] = Field(default_factory=list)
+
+    # Email reports over SMTP (`make up` runs a local sink that keeps .eml files).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "fnbus@localhost"
+    prometheus_port: int = 9090
+
     # /metrics answers any client when true; otherwise loopback clients or the service token.
     metrics_public: bool = False
 
