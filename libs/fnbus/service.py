@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -150,6 +151,13 @@ def install_error_handlers(app: FastAPI) -> None:
             code, detail = "malformed_json", "request body is not valid UTF-8 JSON"
         status = exc.status_code if exc.status_code < 500 else 500
         return error_response(status, code, detail, headers=getattr(exc, "headers", None))
+
+    # PostgreSQL cannot store NUL in text (nor \u0000 in jsonb): that is the client's input.
+    @app.exception_handler(asyncpg.exceptions.CharacterNotInRepertoireError)
+    @app.exception_handler(asyncpg.exceptions.UntranslatableCharacterError)
+    async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(400, "invalid_characters",
+                              "a value contains a character that cannot be stored (NUL)")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

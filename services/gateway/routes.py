@@ -63,11 +63,16 @@ def document_compat_errors(app: FastAPI) -> None:
 
 def operation(router: APIRouter, method: str, path: str, permission: Permission, *,
               status_code: int = 200, response_model: Any = None, summary: str = "",
-              more: str = "", tags: list[Any] | None = None) -> Any:
-    """Decorator registering one public operation with its permission documented."""
+              more: str = "", tags: list[Any] | None = None,
+              responses: dict[int | str, dict[str, Any]] | None = None) -> Any:
+    """Decorator registering one public operation with its permission documented.
+
+    ``responses`` declares answers besides ``status_code`` and the errors, e.g. a 200
+    of a create that finds the resource already there.
+    """
     return router.api_route(
         path, methods=[method], status_code=status_code, response_model=response_model,
-        responses=ERRORS, summary=summary or None, tags=tags,
+        responses={**ERRORS, **(responses or {})}, summary=summary or None, tags=tags,
         description=f"Requires permission `{permission.value}`. {more}".strip(),
         openapi_extra={"x-permission": permission.value},
     )
