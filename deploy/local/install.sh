@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the one-machine stack needs and is missing:
-#   1. Debian packages (PostgreSQL, Docker engine, mmdebstrap, JDK, Maven, ...);
+#   1. Debian packages (PostgreSQL, Docker engine, mmdebstrap, JDK, Maven, Prometheus, ...);
 #      apt-get update/install run only when a package is actually missing.
 #   2. The Apache Kafka broker jars, resolved by Maven from deploy/kafka/pom.xml
 #      into $FNBUS_HOME/kafka/libs (skipped while the jars match the pom).
@@ -25,6 +25,8 @@ APT_PACKAGES=(
   procps                  # pgrep/ps for operators and tests
   util-linux              # setsid, setpriv
   iptables                # dockerd sets up its chains even with --bridge=none
+  prometheus              # scrapes the six services (infra.sh prometheus); promtool for the rule tests
+  curl                    # readiness probes (infra.sh)
 )
 
 install_apt() {
@@ -46,7 +48,7 @@ install_apt() {
   export DEBIAN_FRONTEND=noninteractive
 
   # Debian's maintainer scripts would start services right away (Debian's own
-  # PostgreSQL 'main' cluster on 5432, a dockerd); we run our own instances, so
+  # PostgreSQL 'main' cluster on 5432, a dockerd, a Prometheus on 9090); we run our own instances, so
   # keep them from starting while apt runs, unless a policy is already in place.
   local policy=/usr/sbin/policy-rc.d own_policy=""
   if [[ ! -e $policy ]]; then
