@@ -237,7 +237,7 @@ def edge_refusal(request: Request, settings: Settings) -> JSONResponse | None:
             request, settings):
         return error_response(401, "service_token_required",
                               "internal API: service token required")
-    if path == "/metrics" and not (getattr(settings, "metrics_public", False)
+    if path == "/metrics" and not (settings.metrics_public
                                    or _is_loopback_client(request)
                                    or _has_service_token(request, settings)):
         return error_response(403, "metrics_not_public",

@@ -47,9 +47,7 @@ async def test_internal_routes_need_the_service_token_on_every_service(
 # -- metrics exposure, with a client address other than loopback --------------------------------
 def _client(host: str, **changes: Any) -> httpx.AsyncClient:
     settings = Settings(_env_file=None, service_token=TOKEN, jwt_secret="j" * 43,  # type: ignore[call-arg]
-                        secrets_key="k" * 43)
-    for name, value in changes.items():
-        object.__setattr__(settings, name, value)  # a field the lead adds to Settings
+                        secrets_key="k" * 43, **changes)
     transport = httpx.ASGITransport(app=create_service_app("invoker", settings), client=(host, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://invoker")
 

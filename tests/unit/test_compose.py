@@ -266,8 +266,7 @@ def test_secrets_must_be_supplied(services: dict[str, Any], name: str) -> None:
 
 
 def test_environment_names_are_settings_fields(services: dict[str, Any]) -> None:
-    # metrics_public is read with getattr by fnbus.service until Settings declares it.
-    fields = set(Settings.model_fields) | {"metrics_public"}
+    fields = set(Settings.model_fields)
     for name in [*FNBUS, "migrate", "topics"]:
         for var in env_of(services[name]):
             # Settings ignores unknown FNBUS_ names: a typo would pass silently.
