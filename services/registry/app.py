@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             producer = await stack.enter_async_context(
                 resources.producer(settings, health, "fnbus-registry"))
             app.state.db = pool
-            app.state.accounts = Accounts(pool, SecretBox(settings.secrets_key),
+            app.state.accounts = Accounts(pool, SecretBox.from_settings(settings),
                                           platform_domain(settings.public_url))
             app.state.certificates = Certificates(pool, app.state.accounts.box)
             lambdas = app.state.lambdas = Lambdas(pool, producer, topics)
