@@ -25,6 +25,7 @@ from services.gateway import (
     lp_compat,
     management,
     oauth,
+    observe,
     schedules,
 )
 from services.gateway.auth import Authenticator
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(certificates.router)
     app.include_router(context.router)
     app.include_router(lp_compat.router)
+    app.include_router(observe.router)  # log search, live tail, metrics (docs/observability.md)
     document_compat_errors(app)  # the original's {errorCode, errorMsg} where its paths answer it
     # The web console: static files, talking to the same-origin API above.
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),

@@ -10,8 +10,9 @@ log_ingest`` needs no special case.
 
 Lifespan, in order: create the shared topics (before faust subscribes, so they
 get the platform's partitions and settings) → open the pool (migrations) →
-start faust. Shutdown (SIGTERM via uvicorn) reverses it: drain and stop faust,
-which commits only what is in the database, then close the pool.
+maintain the daily partitions (:mod:`.partitions`) → start faust. Shutdown
+(SIGTERM via uvicorn) reverses it: drain and stop faust, which commits only
+what is in the database, stop the maintainer, then close the pool.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from fnbus import resources
 from fnbus.config import Settings
 from fnbus.service import create_service_app
 from fnbus.topics import Topics, ensure_topics
+from services.log_ingest import search_api
 from services.log_ingest.api import router
 from services.log_ingest.ingest import BatchIngestor
+from services.log_ingest.partitions import PartitionMaintainer
+from services.log_ingest.search import SearchStore
 from services.log_ingest.store import IngestStore
 from services.log_ingest.stream import IngestStream
 
@@ -39,6 +43,11 @@ def create_app(settings: Settings) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             pool = await stack.enter_async_context(resources.database(settings, health))
             app.state.store = store = IngestStore(pool)
+            app.state.search_store = SearchStore(pool, retention_days=settings.retention_days)
+            # Partitions for today and the next days exist before the first batch lands.
+            maintainer = PartitionMaintainer(pool, retention_days=settings.retention_days)
+            await maintainer.run_once()
+            app.state.partitions = await stack.enter_async_context(maintainer)
             stream = IngestStream(
                 settings,
                 BatchIngestor(store),
@@ -52,4 +61,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = create_service_app("log_ingest", settings, lifespan)
     app.include_router(router)
+    app.include_router(search_api.router)
     return app
