@@ -45,6 +45,9 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "test-log-ingest-token"
 INGEST_TIMEOUT_S = 30.0
+# Record times an hour ago: well inside the retention window, which log-ingest
+# enforces on start (older rows are deleted from the default partition).
+BASE_MS = (int(time.time()) - 3600) * 1000
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -147,7 +150,7 @@ def log_line(account: str, activation_id: str, seq: int, **fields: Any) -> LogLi
         "seq": seq,
         "level": LogLevel.INFO,
         "message": f"line {seq}",
-        "ts_ms": 1_700_000_000_000 + seq,
+        "ts_ms": BASE_MS + seq,
     }
     values.update(fields)
     return LogLine(**values)
@@ -205,11 +208,11 @@ async def committed_and_end(bootstrap: str, topic: str) -> tuple[dict[int, int],
 async def test_activations_and_logs_reach_the_api(
     ingest_settings: Settings, topics: Topics, producer: Producer, account: str
 ) -> None:
-    first = activation(account, f"{account}-a1", finished_ms=1_700_000_000_100, started_ms=1_700_000_000_000)
+    first = activation(account, f"{account}-a1", finished_ms=BASE_MS + 100, started_ms=BASE_MS)
     second = activation(
         account, f"{account}-a2", lambda_id="lambda-2", outcome=InvocationOutcome.CODING_FAILURE,
         result=None, error=InvocationError(code="custom", message="boom", details={"line": 3}),
-        finished_ms=1_700_000_000_200, started_ms=1_700_000_000_150, duration_ms=50,
+        finished_ms=BASE_MS + 200, started_ms=BASE_MS + 150, duration_ms=50,
         version=7, cold_start=True, source=EventSource.SCHEDULER,
     )
     lines = [log_line(account, first.activation_id, seq) for seq in (2, 0, 1)]
