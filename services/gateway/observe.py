@@ -17,13 +17,30 @@ import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from fnbus.errors import UpstreamUnavailable
+from fnbus.api_models import ErrorOut
+from fnbus.errors import ApiError, UpstreamUnavailable
 from fnbus.identity import Identity
 from fnbus.permissions import Permission as P
 from services.gateway.auth import require
 from services.gateway.routes import ERRORS
 
 router = APIRouter()
+
+SSE = "text/event-stream"
+
+
+class NotAcceptable(ApiError):
+    status = 406
+    code = "not_acceptable"
+
+
+# The tail never ends by itself: only a caller that asks for an event stream gets one
+# (browsers' EventSource always does), so a generic client is not left hanging.
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    200: {"description": "Server-Sent Events", "content": {SSE: {"schema": {"type": "string"}}}},
+    406: {"model": ErrorOut, "description": f"the request's Accept does not include {SSE}"},
+}
 
 
 class Last(str, Enum):
@@ -82,9 +99,10 @@ async def search_logs(
     return await _forward(request, "/internal/search/logs", account_id)
 
 
-@router.get("/api/v1/accounts/{account_id}/logs/stream", responses=ERRORS,
+@router.get("/api/v1/accounts/{account_id}/logs/stream", responses=STREAM_RESPONSES,
             description=f"Requires permission `{P.LOGS_READ.value}`. Live tail as Server-Sent "
-                        "Events: `event: log` with a log line as `data`, comments as heartbeats.",
+                        "Events: `event: log` with a log line as `data`, comments as heartbeats. "
+                        f"Send `Accept: {SSE}` (406 otherwise).",
             openapi_extra={"x-permission": P.LOGS_READ.value},
             response_class=StreamingResponse)
 async def stream_logs(
@@ -95,6 +113,8 @@ async def stream_logs(
     activation_id: str | None = None,
     heartbeat_s: Annotated[float, Query(ge=0.5, le=300)] = 15.0,
 ) -> Response:
+    if SSE not in request.headers.get("accept", ""):
+        raise NotAcceptable(f"the live tail is an event stream: send 'Accept: {SSE}'")
     client = _client(request)
     upstream = client.build_request("GET", "/internal/search/logs/stream",
                                     params=_params(request, account_id),

@@ -189,7 +189,8 @@ async def _sse_events(response: httpx.Response, want: int, timeout_s: float
 async def test_live_tail_receives_new_lines_matching_its_filter(
     world: World, settings: Settings, gateway_url: str
 ) -> None:
-    headers = {"Authorization": f"Bearer {world.account.admin_key}"}
+    headers = {"Authorization": f"Bearer {world.account.admin_key}",
+               "Accept": "text/event-stream"}
     url = f"{gateway_url}/api/v1/accounts/{world.account.id}/logs/stream"
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as c, c.stream(
             "GET", url, headers=headers,
@@ -208,10 +209,13 @@ async def test_live_tail_receives_new_lines_matching_its_filter(
     assert comments >= 1  # ": connected" and heartbeats
 
 
-async def test_live_tail_refuses_bad_filters(world: World, gateway_url: str) -> None:
+async def test_live_tail_refuses_bad_filters_and_plain_requests(world: World) -> None:
     async with world.account.client() as c:
-        r = await c.get("/logs/stream", params={"levels": "loud"})
-    assert r.status_code == 422
+        r = await c.get("/logs/stream", params={"levels": "loud"},
+                        headers={"Accept": "text/event-stream"})
+        assert r.status_code == 422
+        r = await c.get("/logs/stream")  # no Accept: text/event-stream
+        assert r.status_code == 406 and r.json()["error"]["code"] == "not_acceptable"
 
 
 @pytest.mark.parametrize("role", list(Role))
@@ -226,7 +230,7 @@ async def test_without_logs_read_403(world: World, gateway_url: str) -> None:
     r = await search(world, {}, token)
     assert r.status_code == 403, r.text
     async with world.account.client(token) as c:
-        r = await c.get("/logs/stream")
+        r = await c.get("/logs/stream", headers={"Accept": "text/event-stream"})
     assert r.status_code == 403
     # Another account's credentials: 403, nothing of this account's lines.
     async with httpx.AsyncClient(
