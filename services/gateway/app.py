@@ -26,6 +26,7 @@ from services.gateway import (
     management,
     oauth,
     observe,
+    reports,
     schedules,
 )
 from services.gateway.auth import Authenticator
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(context.router)
     app.include_router(lp_compat.router)
     app.include_router(observe.router)  # log search, live tail, metrics (docs/observability.md)
+    app.include_router(reports.router)  # email-report settings, send-now
     document_compat_errors(app)  # the original's {errorCode, errorMsg} where its paths answer it
     # The web console: static files, talking to the same-origin API above.
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),

@@ -26,6 +26,7 @@ from services.registry.crypto import SecretBox
 from services.registry.dlq import DeadLetters, RetryPolicies
 from services.registry.events import EventRouter
 from services.registry.lambdas import Lambdas
+from services.registry.reports import router as reports_router
 from services.registry.toolbelt_api import router as toolbelt_router
 
 log = logging.getLogger(__name__)
@@ -109,4 +110,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(certificates_router)
     app.include_router(toolbelt_router)
     app.include_router(context_router)
+    app.include_router(reports_router)  # email-report settings, send-now
     return app

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from fnbus import resources
+from fnbus import reports, resources
 from fnbus.config import Settings
 from fnbus.lambda_cache import LambdaCache
 from fnbus.service import TaskGroup, create_service_app
@@ -63,6 +63,7 @@ def create_app(settings: Settings, options: SchedulerOptions | None = None,
             stack.callback(results.request_stop)
             loops.spawn(results.run(ResultHandler(schedules)), "scheduler-results")
             loops.spawn(watcher.run(stopping), "scheduler-undeploy")
+            loops.spawn(reports.ReportRunner(pool, settings).run(stopping), "reports")
             health.add("loops", loops.check)
             lease = Lease(pool, instance, lease_clock or SystemClock(),
                           ttl_ms=opts.lease_ttl_ms, renew_ms=opts.lease_renew_ms)
