@@ -9,6 +9,8 @@
 #   stack.sh unit    unit tests only
 #   stack.sh lint    ruff + mypy
 #   stack.sh bench   the benchmark harness
+#   stack.sh chaos   fault injection on a private Kafka/PostgreSQL and private
+#                    services (bench/chaos.py; CHAOS_ARGS=--ci for the small run)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -129,6 +131,17 @@ cmd_bench() {
   "$PY" bench/run.py "$@"  # also reads BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick
 }
 
+cmd_chaos() {
+  # Only the broker jars, the engine and the runtime images are shared; the
+  # harness starts its own Kafka, PostgreSQL and services on free ports.
+  deploy/local/install.sh
+  python_env
+  deploy/local/infra.sh start docker
+  deploy/images/build.sh
+  # shellcheck disable=SC2086 # CHAOS_ARGS is a list of options
+  "$PY" bench/chaos.py ${CHAOS_ARGS:-} "$@"
+}
+
 case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
@@ -137,5 +150,6 @@ case ${1:-} in
   unit) cmd_unit ;;
   lint) cmd_lint ;;
   bench) shift; cmd_bench "$@" ;;
-  *) echo "usage: $0 up|down|status|test|unit|lint|bench" >&2; exit 2 ;;
+  chaos) shift; cmd_chaos "$@" ;;
+  *) echo "usage: $0 up|down|status|test|unit|lint|bench|chaos" >&2; exit 2 ;;
 esac
