@@ -47,6 +47,7 @@ GROUP_ID = "log-ingest"  # prefixed with the topic prefix: <prefix>.log-ingest
 DEFAULT_BATCH_MAX = 500
 DEFAULT_BATCH_WITHIN_S = 0.5
 DEFAULT_GRACE_S = 10.0
+SESSION_TIMEOUT_S = 10.0  # a crashed member holds its partitions this long
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -116,6 +117,10 @@ class IngestStream:
             # a batch whose database write keeps failing (it stays unacked).
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
+            # faust's default is 60 s: after a crash, the group waits that long for
+            # the dead member before the restarted one gets the partitions (and this
+            # service's start-up waits for them). 10 s, like the other consumers.
+            broker_session_timeout=SESSION_TIMEOUT_S,
         )
         topics = Topics(settings.topic_prefix)
         for kind, name in ((Kind.ACTIVATION, topics.activations), (Kind.LOG, topics.logs)):
