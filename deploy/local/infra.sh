@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Start, stop and inspect the infrastructure of the one-machine stack:
 #
-#   infra.sh start  [kafka|postgres|docker|prometheus]...   (default: all four)
-#   infra.sh stop   [kafka|postgres|docker|prometheus]...   (default: all, reverse order)
-#   infra.sh status [kafka|postgres|docker|prometheus]...   one line each; exit 3 if one is down
+#   infra.sh start  [kafka|postgres|docker|prometheus|mail]...   (default: all five)
+#   infra.sh stop   [kafka|postgres|docker|prometheus|mail]...   (default: all, reverse order)
+#   infra.sh status [kafka|postgres|docker|prometheus|mail]...   one line each; exit 3 if one is down
 #   infra.sh restart [...]                       stop, then start
 #
 #   kafka     Apache Kafka (jars from install.sh), KRaft combined broker+controller,
@@ -20,6 +20,9 @@
 #             scraping the six services on their local ports (FNBUS_<SERVICE>_PORT)
 #             with the alerting rules of deploy/prometheus/rules.yml; config
 #             generated into $FNBUS_HOME/prometheus/, data (7 days) in .../data.
+#   mail      a local SMTP sink (python -m fnbus.mailsink, from .venv) on
+#             127.0.0.1:$FNBUS_SMTP_PORT (8025) keeping every mail as an .eml file
+#             in $FNBUS_HOME/mail/; skipped with a warning while .venv lacks aiosmtpd.
 #
 # Every component is idempotent: starting a running one only checks it.
 # Logs: $FNBUS_HOME/logs/<name>.log, pids: $FNBUS_HOME/run/<name>.pid.
@@ -625,6 +628,63 @@ prom_status() {
   return 3
 }
 
+# --- mail (the local SMTP sink) ---------------------------------------------------
+
+MAIL_PORT=${FNBUS_SMTP_PORT:-8025}
+MAIL_PY=$REPO/.venv/bin/python
+
+mail_probe() {
+  fnbus_port_open "$LOOPBACK" "$MAIL_PORT"
+}
+
+mail_start() {
+  local pid
+  if pid=$(fnbus_pid mailsink); then
+    fnbus_log mail "running, pid $pid, smtp://$LOOPBACK:$MAIL_PORT, mail in $FNBUS_HOME/mail"
+    return 0
+  fi
+  if ! "$MAIL_PY" -c 'import aiosmtpd' 2>/dev/null; then
+    fnbus_warn mail "aiosmtpd is not installed in .venv; no local SMTP sink (reports cannot be mailed)"
+    return 0
+  fi
+  if mail_probe; then
+    fnbus_die mail "port $LOOPBACK:$MAIL_PORT is taken by a process not started by fnbus;" \
+      "stop it or set FNBUS_SMTP_PORT"
+  fi
+  mkdir -p "$FNBUS_HOME/mail"
+  FNBUS_START_DIR=$REPO fnbus_start_detached mailsink "$MAIL_PY" -m fnbus.mailsink \
+    --host "$LOOPBACK" --port "$MAIL_PORT" --dir "$FNBUS_HOME/mail" ||
+    fnbus_die mail "could not launch"
+  local rc=0
+  fnbus_wait_until 20 mailsink mail_probe || rc=$?
+  if ((rc != 0)); then
+    fnbus_log_tail mailsink 20
+    fnbus_die mail "not listening on $LOOPBACK:$MAIL_PORT, see $FNBUS_LOGS/mailsink.log"
+  fi
+  fnbus_log mail "ready on smtp://$LOOPBACK:$MAIL_PORT, mail in $FNBUS_HOME/mail, pid $(fnbus_pid mailsink)"
+}
+
+mail_stop() {
+  local pid
+  if ! pid=$(fnbus_pid mailsink); then
+    fnbus_stop mailsink
+    fnbus_log mail "not running"
+    return 0
+  fi
+  fnbus_stop mailsink TERM 10 || true
+  fnbus_log mail "stopped"
+}
+
+mail_status() {
+  local pid
+  if pid=$(fnbus_pid mailsink) && mail_probe; then
+    fnbus_log mail "running, pid $pid, smtp://$LOOPBACK:$MAIL_PORT, $(find "$FNBUS_HOME/mail" -name '*.eml' 2>/dev/null | wc -l) mail(s) kept"
+    return 0
+  fi
+  fnbus_log mail "stopped"
+  return 3
+}
+
 # --- main -------------------------------------------------------------------
 
 usage() {
@@ -645,9 +705,9 @@ main() {
   shift
   local c
   for c in "$@"; do
-    case $c in kafka | postgres | docker | prometheus) ;; *) usage ;; esac
+    case $c in kafka | postgres | docker | prometheus | mail) ;; *) usage ;; esac
   done
-  (($# > 0)) || set -- kafka postgres docker prometheus
+  (($# > 0)) || set -- kafka postgres docker prometheus mail
 
   local t0 rc=0
   t0=$(fnbus_now)
@@ -659,9 +719,11 @@ main() {
       if has docker "$@"; then docker_start; fi
       if has kafka "$@"; then kafka_await; fi
       if has prometheus "$@"; then prom_start; fi
+      if has mail "$@"; then mail_start; fi
       fnbus_log infra "started $* ($(fnbus_elapsed "$t0"))"
       ;;
     stop)
+      if has mail "$@"; then mail_stop; fi
       if has prometheus "$@"; then prom_stop; fi
       if has kafka "$@"; then kafka_stop; fi
       if has postgres "$@"; then pg_stop; fi
@@ -676,6 +738,7 @@ main() {
       if has postgres "$@"; then pg_status || rc=3; fi
       if has docker "$@"; then docker_status || rc=3; fi
       if has prometheus "$@"; then prom_status || rc=3; fi
+      if has mail "$@"; then mail_status || rc=3; fi
       return "$rc"
       ;;
     *) usage ;;

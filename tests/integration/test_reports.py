@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import email
 import html
+import os
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -27,6 +29,8 @@ from fnbus.reports import FAILED, OUTCOMES, ReportRunner, SmtpSender
 from tests.integration.invoke_support import deploy, invoke
 from tests.integration.mgmt_support import Account, create_account, user_key
 from tests.support import eventually, free_port
+
+INFRA = Path(__file__).resolve().parents[2] / "deploy" / "local" / "infra.sh"
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("platform")]
 
@@ -297,3 +301,30 @@ async def test_failure_rate_alert(tenant: Account, functions: dict[str, str],
     (mail,) = [m for m in sink.mails() if "alert" in m["Subject"]]
     assert mail["To"] == "oncall@example.com"
     assert "report-fails" in mail["Subject"] and "100.0%" in mail["Subject"]
+
+
+async def test_make_up_sink_keeps_mail_as_eml(settings: Settings, tmp_path: Path) -> None:
+    """`infra.sh start mail` (what `make up` runs): a real sink writing .eml files."""
+    infra = INFRA
+    port = free_port()
+    env = {**os.environ, "FNBUS_HOME": str(tmp_path / "home"), "FNBUS_SMTP_PORT": str(port)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(infra), *args, "mail"], env=env, text=True,
+                              capture_output=True, timeout=60)
+
+    started = run("start")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"ready on smtp://127.0.0.1:{port}" in started.stdout
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "fnbus@localhost", "ops@example.com", "hello"
+        msg.set_content("kept")
+        await SmtpSender(settings.model_copy(update={"smtp_port": port})).send(msg)
+        (kept,) = (tmp_path / "home" / "mail").glob("*.eml")
+        parsed = email.message_from_bytes(kept.read_bytes(), policy=policy.default)
+        assert parsed["Subject"] == "hello" and parsed["X-Envelope-To"] == "ops@example.com"
+        assert "1 mail(s) kept" in run("status").stdout
+    finally:
+        assert run("stop").returncode == 0
+    assert run("status").returncode == 3
