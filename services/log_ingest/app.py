@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         await ensure_topics(settings.kafka_bootstrap, Topics(settings.topic_prefix).specs())
         async with contextlib.AsyncExitStack() as stack:
             pool = await stack.enter_async_context(resources.database(settings, health))
-            app.state.store = store = IngestStore(pool)
+            app.state.store = store = IngestStore(pool, retention_days=settings.retention_days)
             app.state.search_store = SearchStore(pool, retention_days=settings.retention_days)
             # Partitions for today and the next days exist before the first batch lands.
             maintainer = PartitionMaintainer(pool, retention_days=settings.retention_days)

@@ -47,6 +47,10 @@ TAIL_BATCH = 500
 # Lines may commit out of ingest_id order (two batches in flight); the tail looks
 # back this long before it treats an ingest_id as settled.
 TAIL_SETTLE_S = 5.0
+# A tail ends after this long with a retry hint; EventSource clients reconnect by
+# themselves, and a shutting-down server is not held open by forgotten tails.
+TAIL_MAX_S = 3600.0
+TAIL_RETRY_MS = 1000
 PUBLIC_LEVELS = ("debug", "info", "warn", "error")
 # Stored level names per public level: the original's console.log is an info line.
 STORED_LEVELS = {"debug": ("debug",), "info": ("info", "log"), "warn": ("warn",),
@@ -138,8 +142,10 @@ def _sse(event: str, data: dict[str, Any], event_id: int) -> bytes:
 
 async def tail_events(request: Request, store: SearchStore, f: LogFilter, *,
                       poll_s: float = TAIL_POLL_S, heartbeat_s: float = TAIL_HEARTBEAT_S,
-                      settle_s: float = TAIL_SETTLE_S) -> AsyncIterator[bytes]:
-    """SSE bytes: lines stored from now on that match ``f``, until the client leaves.
+                      settle_s: float = TAIL_SETTLE_S, max_s: float = TAIL_MAX_S
+                      ) -> AsyncIterator[bytes]:
+    """SSE bytes: lines stored from now on that match ``f``, until the client leaves
+    (or ``max_s`` passed).
 
     Ids are taken as settled only ``settle_s`` after they were first seen: until
     then the tail re-reads from below them, so a batch that committed late (with
@@ -148,9 +154,9 @@ async def tail_events(request: Request, store: SearchStore, f: LogFilter, *,
     floor = await store.newest_ingest_id(f.account_id)
     sent: dict[tuple[str, int], int] = {}
     marks: deque[tuple[float, int]] = deque()
-    last_beat = time.monotonic()
-    yield b": connected\n\n"
-    while not await request.is_disconnected():
+    last_beat = started = time.monotonic()
+    yield f"retry: {TAIL_RETRY_MS}\n: connected\n\n".encode()
+    while not await request.is_disconnected() and time.monotonic() - started < max_s:
         rows = await store.tail(f, after_ingest_id=floor, limit=TAIL_BATCH)
         for row in rows:
             key = (row["activation_id"], row["seq"])

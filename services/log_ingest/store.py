@@ -97,8 +97,11 @@ class WriteResult:
 
 
 class IngestStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, retention_days: int | None = None) -> None:
         self._pool = pool
+        # Reads hide rows past retention even before their partition is dropped.
+        # None (unit tests of the write path) means no limit.
+        self._retention_days = retention_days
 
     # --- writes ------------------------------------------------------------------------
 
@@ -153,8 +156,9 @@ class IngestStore:
             return await conn.fetchrow(
                 f"""SELECT {_SELECT_ACTIVATION_COLUMNS} FROM activations
                     WHERE activation_id = $1 AND ($2::text IS NULL OR account_id = $2)
+                      AND ($3::int IS NULL OR finished_at >= now() - make_interval(days => $3))
                     ORDER BY attempt DESC LIMIT 1""",
-                activation_id, account_id,
+                activation_id, account_id, self._retention_days,
             )
 
     async def list_activations(
@@ -165,9 +169,10 @@ class IngestStore:
             return list(await conn.fetch(
                 f"""SELECT {_SELECT_ACTIVATION_COLUMNS} FROM activations
                     WHERE account_id = $1 AND ($2::text IS NULL OR lambda_id = $2)
+                      AND ($4::int IS NULL OR finished_at >= now() - make_interval(days => $4))
                     ORDER BY finished_at DESC, activation_id, attempt DESC
                     LIMIT $3""",
-                account_id, lambda_id, limit,
+                account_id, lambda_id, limit, self._retention_days,
             ))
 
     async def list_log_lines(
@@ -180,9 +185,10 @@ class IngestStore:
                     WHERE account_id = $1
                       AND ($2::text IS NULL OR activation_id = $2)
                       AND ($3::text IS NULL OR lambda_id = $3)
+                      AND ($5::int IS NULL OR ts >= now() - make_interval(days => $5))
                     ORDER BY ts, seq, activation_id
                     LIMIT $4""",
-                account_id, activation_id, lambda_id, limit,
+                account_id, activation_id, lambda_id, limit, self._retention_days,
             ))
 
 
