@@ -47,11 +47,14 @@ class Cursor:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             ts_us, activation_id, seq = json.loads(raw)
             if not (isinstance(ts_us, int) and isinstance(activation_id, str)
-                    and isinstance(seq, int)):
+                    and isinstance(seq, int) and "\x00" not in activation_id
+                    and abs(seq) < 2**31):
                 raise TypeError
-        except (ValueError, TypeError) as exc:
+            cursor = cls(ts_us, activation_id, seq)
+            cursor.ts  # noqa: B018 - a time datetime cannot hold is not ours either
+        except (ValueError, TypeError, OverflowError) as exc:
             raise BadCursor("cursor is not one this API handed out") from exc
-        return cls(ts_us, activation_id, seq)
+        return cursor
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Cursor:

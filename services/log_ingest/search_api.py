@@ -65,7 +65,14 @@ def _store(request: Request) -> SearchStore:
 Store = Annotated[SearchStore, Depends(_store)]
 AccountId = Annotated[str, Query(min_length=1)]
 
-router = APIRouter(prefix="/internal", dependencies=[Depends(require_service)])
+def _no_nul(request: Request) -> None:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query.
+    for key, value in request.query_params.multi_items():
+        if "\x00" in key or "\x00" in value:
+            raise Unprocessable(f"{key}: NUL characters are not allowed", code="invalid_parameter")
+
+
+router = APIRouter(prefix="/internal", dependencies=[Depends(require_service), Depends(_no_nul)])
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:

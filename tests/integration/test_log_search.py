@@ -15,6 +15,7 @@ import pytest
 from fnbus.config import Settings
 from fnbus.permissions import Permission, Role, allowed
 from fnbus.schemas import LogLevel, LogLine
+from tests.integration.invoke_support import deploy, invoke
 from tests.integration.mgmt_support import Account, create_account, user_key
 from tests.integration.obs_support import (
     create_lambda,
@@ -23,6 +24,7 @@ from tests.integration.obs_support import (
     publish,
     stored,
 )
+from tests.support import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("platform")]
 
@@ -135,6 +137,11 @@ async def test_text_search_substring_case_insensitive(world: World) -> None:
     assert await messages(world, {"q": "order", "lambda_id": world.l1}) == ["Started order 100%"]
 
 
+async def test_nul_in_a_filter_is_422(world: World) -> None:
+    r = await search(world, {"q": "a\x00b"})
+    assert r.status_code == 422, r.text
+
+
 async def test_activation_filter(world: World) -> None:
     assert await messages(world, {"activation_id": "act-two"}) == expected(
         world, lambda x: x.activation_id == "act-two")
@@ -238,3 +245,33 @@ async def test_without_logs_read_403(world: World, gateway_url: str) -> None:
             headers={"Authorization": f"Bearer {world.other.admin_key}"}) as c:
         r = await c.get("/logs")
     assert r.status_code == 403 and "items" not in r.text
+
+
+async def test_a_real_invocation_is_searchable_and_counted(world: World) -> None:
+    """The invoker's own records: its console.log line in the search, the call in the metrics."""
+    code = ("function lambda(input, callback) {\n"
+            "  console.log(`e2e marker ${input.payload.n}`);\n"
+            "  console.error('e2e problem');\n"
+            "  callback(null, 'ok');\n}\n")
+    lambda_id = await deploy(world.account, "search-e2e", code)
+    r = await invoke(world.account, lambda_id, {"n": 7})
+    assert r.status_code == 200, r.text
+
+    async def found() -> list[dict[str, Any]] | None:
+        r = await search(world, {"lambda_id": lambda_id, "levels": "info", "q": "E2E MARKER 7"})
+        return r.json()["items"] or None
+
+    [item] = await eventually(found, timeout_s=30, what="the lambda's log line in the search")
+    assert item["message"] == "e2e marker 7" and item["level"] == "log"
+
+    async def counted() -> dict[str, Any] | None:
+        async with world.account.client() as c:
+            r = await c.get("/metrics", params={"lambda_id": lambda_id, "last": "1h",
+                                                "bucket": "hour"})
+        total = sum(i["invocations"]["SUCCEEDED"] for i in r.json()["items"])
+        return r.json() if total == 1 else None
+
+    body = await eventually(counted, timeout_s=30, what="the invocation in the metrics")
+    assert sum(i["total"] for i in body["items"]) == 1
+    r = await search(world, {"lambda_id": lambda_id, "levels": "error"})
+    assert [i["message"] for i in r.json()["items"]] == ["e2e problem"]

@@ -83,7 +83,8 @@ def test_series_merges_finer_rows_and_fills_empty_buckets() -> None:
 def test_cursor_round_trip_and_garbage() -> None:
     c = Cursor(1_764_800_000_123_456, "act-1", 3)
     assert Cursor.decode(c.encode()) == c
-    for bad in ("", "bm9wZQ", "W10", "WzEsMiwzXQ"):  # '', 'nope', '[]', '[1,2,3]'
+    huge = Cursor(2**62, "a", 1).encode()  # a time beyond datetime's range
+    for bad in ("", "bm9wZQ", "W10", "WzEsMiwzXQ", huge):  # '', 'nope', '[]', '[1,2,3]'
         with pytest.raises(BadCursor):
             Cursor.decode(bad)
 
