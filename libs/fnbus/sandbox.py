@@ -108,6 +108,8 @@ class ContainerRuntime(Protocol):
 
     async def seal(self, handle: ContainerHandle) -> None: ...
 
+    async def process_count(self, handle: ContainerHandle) -> int | None: ...
+
 
 def userns_base(info: dict[str, object]) -> tuple[int, int] | None:
     """(uid, gid) that uid/gid 0 in a container map to on the host, or None without remapping.
@@ -272,6 +274,17 @@ class DockerRuntime:
         after the runner's ``ready`` frame: the runner is then done with the path.
         """
         await asyncio.to_thread(self._seal_sync, handle)
+
+    def _process_count_sync(self, handle: ContainerHandle) -> int | None:
+        try:
+            top = self.client.api.top(handle.id)
+        except DockerException:
+            return None  # gone or stopping: the pool's other checks handle that
+        return len(top.get("Processes") or [])
+
+    async def process_count(self, handle: ContainerHandle) -> int | None:
+        """How many processes run in the container (its runner, and what the lambda left)."""
+        return await asyncio.to_thread(self._process_count_sync, handle)
 
     def _cleanup_sync(self) -> int:
         """Remove containers a previous run of this invoker left behind."""

@@ -8,6 +8,9 @@ Contract:
 3. Pre-warmed runners per runtime are kept at ``prewarm_per_runtime``; warm
    containers idle longer than ``idle_ttl_s`` are reaped; ``drop_lambda()``
    removes free containers of versions that are no longer deployed.
+   Free warm containers running more processes than their runner had at start
+   (a lambda left children behind, e.g. a fork bomb after its callback) are
+   removed within one reap interval, so nothing a call started idles with them.
 4. ``stop()`` removes every container this pool started.
 """
 
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 
 POOL_CONTAINERS = Gauge("fnbus_pool_containers", "Containers in the invoker's pool", ["state"])
 DEAD_CONTAINERS = Counter("fnbus_pool_dead_containers_total", "Idle containers found dead and replaced")
+LEFTOVER_CONTAINERS = Counter("fnbus_pool_leftover_process_containers_total",
+                              "Idle warm containers removed because a lambda left processes running")
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class ContainerPool:
             slots = [p.slot() for p in self.proxies.values()]
             for slot_id in reap_idle(slots, now, self.config.idle_ttl_s):
                 await self._remove_by_slot(slot_id)
+            await self._remove_leftovers()
             for runtime in self.config.images:
                 self._fill_prewarm(runtime)
 
@@ -155,6 +161,26 @@ class ContainerPool:
                             extra={"container": proxy.id, "lambda_id": proxy.key.lambda_id if proxy.key else None})
                 self._spawn(proxy.remove(), "remove-dead")
                 self._fill_prewarm(proxy.runtime)
+
+    async def _remove_leftovers(self) -> None:
+        """Contract point 3: free warm containers with processes beyond their runner."""
+        for key, proxy in list(self.proxies.items()):
+            if proxy.state is not ProxyState.WARM or proxy.slot().busy or proxy.handle is None \
+                    or proxy.baseline_processes is None:
+                continue
+            count = await self.engine.process_count(proxy.handle)
+            if count is None or count <= proxy.baseline_processes:
+                continue
+            if self.proxies.get(key) is not proxy or proxy.slot().busy:
+                continue  # taken by a call while we looked: checked again next round
+            del self.proxies[key]
+            LEFTOVER_CONTAINERS.inc()
+            log.warning("a lambda left processes running after its invocation; removing its container",
+                        extra={"container": proxy.id, "processes": count,
+                               "account_id": proxy.key.account_id if proxy.key else None,
+                               "lambda_id": proxy.key.lambda_id if proxy.key else None})
+            self._spawn(proxy.remove(), "remove-leftover")
+        await self._notify()
 
     async def _remove_by_slot(self, slot_id: str) -> None:
         for key, proxy in list(self.proxies.items()):

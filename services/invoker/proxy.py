@@ -92,6 +92,9 @@ class ContainerProxy:
         self.id = f"pending-{id(self)}"
         self.invocations = 0
         self.reserved = False  # taken by an acquire() whose invocation has not finished
+        # Processes in the container once its runner is up: more than that while it
+        # idles means a lambda left something running after its invocation.
+        self.baseline_processes: int | None = None
 
     def slot(self) -> Slot:
         busy = self.state in (ProxyState.STARTING, ProxyState.RUNNING, ProxyState.REMOVING)
@@ -118,6 +121,7 @@ class ContainerProxy:
         except OSError as exc:
             await self.remove()
             raise ProxyError(f"cannot seal the container's socket directory: {exc}") from exc
+        self.baseline_processes = await self.engine.process_count(self.handle)
         self.state = ProxyState.READY
 
     async def initialize(self, key: VersionKey, code: str, env: dict[str, str],
