@@ -36,6 +36,7 @@ HealthCheck = Callable[[], Awaitable[bool]]
 HTTP_REQUESTS = Counter(
     "fnbus_http_requests_total", "HTTP requests served", ["service", "method", "status"]
 )
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HTTP_LATENCY = Histogram(
     "fnbus_http_request_seconds",
     "HTTP request latency",
@@ -269,7 +270,9 @@ def create_service_app(
         if request.scope.get("path", "").startswith(BROWSER_PATHS):
             _browser_headers(response)
         HTTP_LATENCY.labels(name).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(name, request.method, str(response.status_code)).inc()
+        # any token is a method to the HTTP parser: label only the standard ones (bounded series)
+        method = request.method if request.method in METRIC_METHODS else "other"
+        HTTP_REQUESTS.labels(name, method, str(response.status_code)).inc()
         return response
 
     @app.get("/healthz", include_in_schema=False)

@@ -152,11 +152,15 @@ async def test_every_service_exports_conventional_metrics(
     async with httpx.AsyncClient(timeout=10) as client:
         for name, url in urls.items():
             await client.get(f"{url}/healthz")  # at least one request counted
+            # any token is a method to the HTTP parser; each must not become a series
+            await client.request(f"BREW{name.upper().replace('_', '')}", f"{url}/healthz")
             r = await client.get(f"{url}/metrics")
             assert r.status_code == 200, (name, r.text)
             out = promtool("check", "metrics", stdin=r.content)
             assert out.returncode == 0, (name, out.stdout + out.stderr)
             labels = set(re.findall(r"[{,]([a-zA-Z_][a-zA-Z0-9_]*)=\"", r.text))
             assert not labels & UNBOUNDED_LABELS, (name, labels & UNBOUNDED_LABELS)
+            assert "BREW" not in r.text, name
+            assert re.search(rf'method="other",service="{name}",status="405"', r.text), name
             # every service labels its own requests (one registry per process)
             assert re.search(rf'fnbus_http_requests_total{{[^}}]*service="{name}"', r.text), name
