@@ -174,13 +174,22 @@ def _status(box: SecretBox, counts: dict[str, dict[str, int]]) -> dict[str, Any]
     }
 
 
+def _database_error(exc: Exception) -> SystemExit:
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return SystemExit(f"the database has no fnbus schema ({exc}); run `fnbus migrate` first")
+    return SystemExit(f"cannot use the database: {exc}")
+
+
 async def secrets_key_status(settings: Settings) -> dict[str, Any]:
     box = _keyring(settings.secrets_key, settings.secrets_old_keys)
-    conn = await asyncpg.connect(settings.database_url)
     try:
-        return _status(box, await count_by_key(conn))
-    finally:
-        await conn.close()
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return _status(box, await count_by_key(conn))
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise _database_error(exc) from None
 
 
 async def reseal_all(pool: asyncpg.Pool, box: SecretBox, batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -270,6 +279,9 @@ async def rotate_secrets_key(args: argparse.Namespace, settings: Settings,
     import asyncio
 
     current, old = settings.secrets_key, list(settings.secrets_old_keys)
+    # Look at the database before touching any key: a rotation that cannot re-seal
+    # should not leave a new key behind.
+    await secrets_key_status(settings)
     if not args.reseal_only:
         if "FNBUS_SECRETS_KEY" in os.environ:
             raise SystemExit(
@@ -285,11 +297,15 @@ async def rotate_secrets_key(args: argparse.Namespace, settings: Settings,
                   "for the services to reload it", file=sys.stderr, flush=True)
         await asyncio.sleep(args.reload_wait_s)
     box = _keyring(current, old)
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     try:
-        report = await reseal_all(pool, box, max(1, args.batch_size), progress)
-        async with pool.acquire() as conn:
-            report["status"] = _status(box, await count_by_key(conn))
-    finally:
-        await pool.close()
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            report = await reseal_all(pool, box, max(1, args.batch_size), progress)
+            async with pool.acquire() as conn:
+                report["status"] = _status(box, await count_by_key(conn))
+        finally:
+            await pool.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SystemExit(f"{_database_error(exc)}; the key change stays, rerun with "
+                         "--reseal-only once the database is back") from None
     return report

@@ -179,3 +179,15 @@ def test_status_says_which_old_keys_can_go() -> None:
     status = _status(box, {**counts, "unlabelled": {"secrets": 1}, "deadbeef": {"secrets": 2}})
     assert status["old_keys_safe_to_drop"] == []
     assert {k["key_id"]: k["state"] for k in status["keys"]}["deadbeef"] == "unknown"
+
+
+def test_admin_commands_parse() -> None:
+    from fnbus.cli import build_parser
+
+    args = build_parser().parse_args(["admin", "rotate-secrets-key", "--reseal-only", "--batch-size", "50"])
+    assert (args.admin_command, args.reseal_only, args.new_key, args.batch_size) == (
+        "rotate-secrets-key", True, None, 50)
+    args = build_parser().parse_args(["admin", "secrets-key-status"])
+    assert args.admin_command == "secrets-key-status"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["admin", "rotate-secrets-key", "--reseal-only", "--new-key", "k" * 30])
