@@ -29,7 +29,7 @@ import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from enum import Enum
@@ -194,6 +194,15 @@ def last_period(frequency: Frequency, now: datetime) -> Period | None:
         year, week, _ = (monday - timedelta(days=1)).isocalendar()
         return Period(f"weekly:{year}-W{week:02d}", f"week {week} of {year}", monday, "7d", "day")
     return None
+
+
+def due_period(frequency: Frequency, updated_at: datetime, now: datetime) -> Period | None:
+    """The period to mail at ``now``, if any: the last one that ended, provided it ended
+    after the settings were saved (turning reports on does not mail yesterday at once)."""
+    period = last_period(frequency, now)
+    if period is None or period.end <= updated_at or period.end > now:
+        return None
+    return period
 
 
 def manual_period(frequency: Frequency, now: datetime) -> Period:
@@ -551,8 +560,8 @@ class ReportRunner:
         return mailed
 
     async def _reports(self, stored: StoredSettings, now: datetime) -> list[str]:
-        period = last_period(stored.settings.frequency, now)
-        if period is None or period.end <= stored.updated_at or period.end > now:
+        period = due_period(stored.settings.frequency, stored.updated_at, now)
+        if period is None:
             return []
         return await self._claimed_send(stored, period.key, lambda: send_report(
             self._pool, self._settings, self._metrics, self._sender, stored.account_id, period,
@@ -594,8 +603,3 @@ class ReportRunner:
             return []
         await mark(self._pool, stored.account_id, key, None)
         return [key]
-
-
-def period_of_day(day: date) -> str:
-    """The claim key of a daily report (for operators and tests)."""
-    return f"daily:{day.isoformat()}"

@@ -22,6 +22,7 @@ from fnbus.reports import (
     ReportSettings,
     bar_chart,
     build_message,
+    due_period,
     last_period,
     totals,
 )
@@ -106,6 +107,20 @@ def test_weekly_period_is_the_iso_week_that_ended() -> None:
     assert p is not None
     assert (p.key, p.end) == ("weekly:2026-W48", datetime(2026, 11, 30, tzinfo=UTC))
     assert last_period(Frequency.OFF, datetime(2026, 12, 4, tzinfo=UTC)) is None
+
+
+def test_due_only_for_periods_that_ended_after_the_settings_were_saved() -> None:
+    saved = datetime(2026, 12, 3, 15, tzinfo=UTC)
+    # the same afternoon: yesterday's report is not sent just because reports were turned on
+    assert due_period(Frequency.DAILY, saved, datetime(2026, 12, 3, 16, tzinfo=UTC)) is None
+    # after midnight: the 3rd is due
+    p = due_period(Frequency.DAILY, saved, datetime(2026, 12, 4, 0, 1, tzinfo=UTC))
+    assert p is not None and p.key == "daily:2026-12-03"
+    assert due_period(Frequency.OFF, saved, datetime(2026, 12, 5, tzinfo=UTC)) is None
+    # weekly: the week that ends after the save (Mon 30 Nov – Sun 6 Dec) is due on the 7th
+    assert due_period(Frequency.WEEKLY, saved, datetime(2026, 12, 6, tzinfo=UTC)) is None
+    p = due_period(Frequency.WEEKLY, saved, datetime(2026, 12, 7, 0, 1, tzinfo=UTC))
+    assert p is not None and p.key == "weekly:2026-W49"
 
 
 # --- figures, chart and message ---------------------------------------------------------------
