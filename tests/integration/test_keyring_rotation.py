@@ -202,3 +202,23 @@ async def test_rotation_keeps_every_value_readable_and_moves_it_to_the_new_key(
     sealed = await registry.db.fetchval(
         "SELECT value_enc FROM secrets WHERE key = 'api-key-1'")
     assert bytes(sealed).startswith(f"fnk1:{key_id(NEW)}:".encode())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "defect, services/registry/accounts.py: _secret() opens every value to obfuscate it, so "
+    "listing secrets decrypts them all and one value under an unknown key fails the whole "
+    "listing with 500 (issue 11 item 10: listing never decrypts)"))
+async def test_listing_secrets_does_not_open_values(registry: Registry) -> None:
+    async with registry.client() as c:
+        r = await c.post("/internal/accounts", json={"id": "keyring2", "name": "keyring2",
+                                                     "admin_name": "admin"})
+        assert r.status_code == 201, r.text
+        r = await c.post("/internal/accounts/keyring2/secrets", json={"key": "fine", "value": "v"})
+        assert r.status_code == 201, r.text
+        lost = Fernet(base64.urlsafe_b64encode(hashlib.sha256(LOST.encode()).digest())).encrypt(b"x")
+        await registry.db.execute(
+            "INSERT INTO secrets (account_id, key, value_enc) VALUES ('keyring2', 'lost', $1)",
+            b"fnk1:" + key_id(LOST).encode() + b":" + lost)
+        r = await c.get("/internal/accounts/keyring2/secrets")
+        assert r.status_code == 200, r.text
+        assert sorted(s["key"] for s in r.json()) == ["fine", "lost"]
