@@ -11,6 +11,10 @@ that no other tenant may see.
 Covered elsewhere, not repeated here: a huge result
 (``test_oversized_result.py``), a console flood and forged runner frames
 (``test_log_flood.py``), the 30 s limit itself (``test_invoke_e2e.py``, slow).
+
+Known defect, marked ``xfail(strict=True)``: a timer left by one invocation logs
+into the next invocation of the same container (the Node runner sends console
+output to whichever invocation runs now). About 40 s here; nothing is slow.
 """
 
 from __future__ import annotations
