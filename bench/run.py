@@ -215,7 +215,8 @@ class GatewayBench:
     # -- helpers -------------------------------------------------------------------------
     async def pool_stats(self) -> dict[str, int] | None:
         try:
-            r = await self.gw.client.get(f"{self.invoker_url}/internal/pool", timeout=2)
+            r = await self.gw.client.get(f"{self.invoker_url}/internal/pool", timeout=2, headers={
+                "Authorization": f"Bearer {self.settings.service_token}"})
             return r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None

@@ -48,7 +48,8 @@ async def list_namespaces(account_id: str, request: Request,
 
 @op("POST", "/namespaces", P.CONTEXT_WRITE, status_code=201, response_model=NamespaceOut,
     summary="Create a namespace (200 with the existing one when it exists)",
-    more="With `ttl_s`, properties written without their own TTL expire after it.")
+    more="With `ttl_s`, properties written without their own TTL expire after it.",
+    responses={200: {"model": NamespaceOut, "description": "the namespace existed"}})
 async def create_namespace(account_id: str, body: NamespaceCreate, request: Request,
                            who: Identity = Depends(require(P.CONTEXT_WRITE))) -> Response:
     return await _forward(request, who, body)

@@ -14,7 +14,7 @@ from fnbus import identity as ident
 from fnbus.api_models import AccountOut, CredentialOut, DomainOut, SecretOut, UserOut
 from fnbus.errors import Conflict, NotFound, Unauthorized, Unprocessable
 from fnbus.permissions import Role, parse_roles
-from services.registry.crypto import SecretBox, obfuscate
+from services.registry.crypto import OBFUSCATED, SecretBox
 from services.registry.validation import normalise_domain
 
 DEFAULT_SECRETS = ("lp-faas-default-app-key", "lp-faas-orchestrator-app-key")
@@ -219,7 +219,7 @@ class Accounts:
 
     # -- secrets --------------------------------------------------------------------
     def _secret(self, row: asyncpg.Record) -> SecretOut:
-        return SecretOut(key=row["key"], value=obfuscate(self.box.open(row["value_enc"])),
+        return SecretOut(key=row["key"], value=OBFUSCATED,
                          is_default=row["is_default"], updated_ms=ms(row["updated_at"]) or 0)
 
     async def list_secrets(self, account_id: str, include_default: bool) -> list[SecretOut]:

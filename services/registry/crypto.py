@@ -265,6 +265,6 @@ class SecretBox:
         return self.seal(self.open(sealed))
 
 
-def obfuscate(value: str) -> str:
-    """What a reader sees instead of a secret value."""
-    return "*" * min(len(value), 8) if value else ""
+#: What a reader sees instead of a secret value: the same for every value, so listing
+#: never opens one (nor hints at its length).
+OBFUSCATED = "********"

@@ -47,11 +47,7 @@ EXAMPLES = int(os.environ.get("FNBUS_FUZZ_EXAMPLES", "8"))
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 # Known gaps between an operation's answers and its declared statuses, fuzzed for 5xx and
 # body schemas only until their owners declare the status (remove the entry then).
-UNDECLARED_STATUS = {
-    # 200 with the existing namespace; declares 201 only (services/gateway/context.py can
-    # pass responses={200: {"model": NamespaceOut}} to `operation`).
-    "POST /api/v1/accounts/{account_id}/context/namespaces",
-}
+UNDECLARED_STATUS: set[str] = set()
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 ACCOUNT_PARAMS = ("account_id", "accountId")
 

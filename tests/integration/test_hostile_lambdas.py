@@ -12,9 +12,9 @@ Covered elsewhere, not repeated here: a huge result
 (``test_oversized_result.py``), a console flood and forged runner frames
 (``test_log_flood.py``), the 30 s limit itself (``test_invoke_e2e.py``, slow).
 
-Known defect, marked ``xfail(strict=True)``: a timer left by one invocation logs
-into the next invocation of the same container (the Node runner sends console
-output to whichever invocation runs now). About 40 s here; nothing is slow.
+A timer left by one invocation never logs into the next invocation of the same
+container: the Node runner binds output to the invocation that created it. About
+40 s here; nothing is slow.
 """
 
 from __future__ import annotations
@@ -320,11 +320,6 @@ async def test_a_never_ending_promise_times_out(attacker: tuple[Account, str],
     await bystander.still_fine("never-ending promise")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect, libs/runtimes/node/runner.js: console output goes to whichever invocation runs "
-    "*now* (state.scope), so a timer left by an earlier invocation logs into the next one; "
-    "the runner should bind output to the invocation that created the timer "
-    "(AsyncLocalStorage) and drop output of finished ones"))
 async def test_a_time_bomb_after_the_callback_does_not_reach_the_next_invocation(
         attacker: tuple[Account, str], bystander: Bystander) -> None:
     r = await attack(attacker, "timebomb")

@@ -204,10 +204,6 @@ async def test_rotation_keeps_every_value_readable_and_moves_it_to_the_new_key(
     assert bytes(sealed).startswith(f"fnk1:{key_id(NEW)}:".encode())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect, services/registry/accounts.py: _secret() opens every value to obfuscate it, so "
-    "listing secrets decrypts them all and one value under an unknown key fails the whole "
-    "listing with 500 (issue 11 item 10: listing never decrypts)"))
 async def test_listing_secrets_does_not_open_values(registry: Registry) -> None:
     async with registry.client() as c:
         r = await c.post("/internal/accounts", json={"id": "keyring2", "name": "keyring2",

@@ -175,9 +175,9 @@ async def test_oauth_client_credentials_and_jwt(acme: Account, gateway_url: str,
     # Expired, forged (other secret), tampered, and alg=none tokens are refused with 401.
     now = int(time.time())
     claims = jwt.decode(jwt_token, settings.jwt_secret, algorithms=[JWT_ALGORITHM],
-                        options={"verify_exp": False}, issuer="fnbus")
+                        options={"verify_exp": False}, issuer="fnbus", audience="fnbus")
     expired = jwt.encode({**claims, "iat": now - 7200, "exp": now - 3600}, settings.jwt_secret,
-                         algorithm=JWT_ALGORITHM)
+                         algorithm=JWT_ALGORITHM, headers=jwt.get_unverified_header(jwt_token))
     forged = jwt.encode({**claims, "roles": ["FaaS-Admin", "FaaS-Developer"]},
                         "a-guessed-secret-that-is-long-enough-1234", algorithm=JWT_ALGORITHM)
     head, payload, sig = jwt_token.split(".")

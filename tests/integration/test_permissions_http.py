@@ -11,7 +11,17 @@ from fastapi.routing import APIRoute
 
 from fnbus.config import Settings
 from fnbus.permissions import Permission, Role, allowed
-from services.gateway import certificates, context, events, invoke, lp_compat, management, schedules
+from services.gateway import (
+    certificates,
+    context,
+    events,
+    invoke,
+    lp_compat,
+    management,
+    observe,
+    reports,
+    schedules,
+)
 from services.gateway.app import create_app
 from tests.integration.mgmt_support import HELLO, Account, create_account, user_key
 
@@ -60,7 +70,8 @@ ROUTES = _routes()
 
 def test_every_route_names_a_permission_that_its_dependency_enforces() -> None:
     routers = [management.router, invoke.router, schedules.router, events.router,
-               certificates.router, context.router, lp_compat.router]
+               certificates.router, context.router, lp_compat.router, observe.router,
+               reports.router]
     routes = [r for router in routers for r in router.routes
               if isinstance(r, APIRoute) and r.path.startswith("/api/")]
     assert len(routes) == len(ROUTES) >= 30

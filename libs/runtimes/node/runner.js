@@ -23,6 +23,7 @@ const util = require('util');
 const vm = require('vm');
 const { createRequire } = require('module');
 const { performance } = require('perf_hooks');
+const { AsyncLocalStorage } = require('async_hooks');
 
 const toolbelt = require('./lp-faas-toolbelt');
 
@@ -198,20 +199,31 @@ class Scope {
   }
 }
 
+// Each init and run executes inside its own async context, so output and toolbelt
+// calls from a timer or promise an earlier invocation left behind are attributed to
+// that (finished) invocation and dropped, never to whichever one runs now.
+const invocationContext = new AsyncLocalStorage();
+
+function currentScope() {
+  const bound = invocationContext.getStore();
+  if (bound !== undefined) return bound.done ? null : bound;
+  return state.scope;
+}
+
 function installConsole() {
   const emit = (level) => (...args) => {
-    const scope = state.scope;
+    const scope = currentScope();
     if (scope) scope.log(level, util.format(...args));
   };
   for (const level of LOG_LEVELS) console[level] = emit(level);
   console.trace = (...args) => {
-    const scope = state.scope;
+    const scope = currentScope();
     if (!scope) return;
     const stack = new Error().stack.split('\n').slice(2).join('\n');
     scope.log('debug', `Trace: ${util.format(...args)}\n${stack}`);
   };
   console.dir = (obj, options) => {
-    const scope = state.scope;
+    const scope = currentScope();
     if (scope) scope.log('log', util.inspect(obj, options));
   };
 }
@@ -320,7 +332,8 @@ function handleInit(msg) {
       { filename: CODE_FILENAME },
     );
     const mod = { exports: {}, id: CODE_PATH, filename: CODE_PATH };
-    const handler = fn.call(mod.exports, mod.exports, lambdaRequire(), mod, CODE_PATH, __dirname);
+    const handler = invocationContext.run(
+      scope, () => fn.call(mod.exports, mod.exports, lambdaRequire(), mod, CODE_PATH, __dirname));
     if (typeof handler !== 'function') {
       error = {
         type: 'LambdaNotFound',
@@ -394,7 +407,7 @@ function handleRun(msg) {
 
   let returned;
   try {
-    returned = state.handler.call(undefined, msg.input, callback);
+    returned = invocationContext.run(scope, () => state.handler.call(undefined, msg.input, callback));
   } catch (err) {
     scope.complete(false, undefined, lambdaError('runtime-exception', err));
     return;
@@ -414,7 +427,7 @@ function handleRun(msg) {
 // ------------------------------------------------------------------ toolbelt
 
 function toolbeltCall(method, args) {
-  const scope = state.scope;
+  const scope = currentScope();
   if (!scope || scope.kind !== 'run' || scope.done) {
     return Promise.reject(
       new toolbelt.ToolbeltError('no_invocation', 'toolbelt calls can only be made while an invocation runs'),
