@@ -42,8 +42,23 @@ log = logging.getLogger(__name__)
 # How long a synchronous caller waits beyond the lambda's own limit (queueing,
 # a cold start, an invoker restart picking the request up again).
 REPLY_GRACE_S = 15.0
+# How long a call waits for the broker to take its request (one that is down or
+# restarting) before the caller gets 503. The record may still be delivered
+# after that, so the error names the activation id.
+SUBMIT_TIMEOUT_S = 10.0
 LP_LAMBDA_ERROR_STATUS = 901  # the original platform's status for the lambda's own failure
 FETCH_MAX_WAIT_MS = 200  # reply reader: long-poll bound; does not delay replies
+
+
+def _late_send_done(send: asyncio.Future[Any]) -> None:
+    """Outcome of a request the caller was already told 503 about."""
+    if send.cancelled():
+        return
+    exc = send.exception()
+    if exc is None:
+        log.warning("an invocation given up on at submit reached the broker later")
+    else:
+        log.warning("an invocation given up on at submit failed: %r", exc)
 
 
 class ReplyWaiter:
@@ -127,9 +142,20 @@ class Invocations:
                            f"(POST …/lambdas/{lambda_id}/deployments)", code="lambda_not_deployed")
         return state
 
-    async def submit(self, request: InvocationRequest) -> None:
+    async def submit(self, request: InvocationRequest,
+                     timeout_s: float = SUBMIT_TIMEOUT_S) -> None:
+        # Shielded: a send given up on here stays with the producer (cancelling
+        # it half-way would help no one); its late outcome is only logged.
+        send = asyncio.ensure_future(
+            self.producer.send(self.topic, request.to_bytes(), key=request.lambda_id))
         try:
-            await self.producer.send(self.topic, request.to_bytes(), key=request.lambda_id)
+            await asyncio.wait_for(asyncio.shield(send), timeout=timeout_s)
+        except TimeoutError:
+            send.add_done_callback(_late_send_done)
+            raise UpstreamUnavailable(
+                f"the broker did not take the invocation within {timeout_s:.0f} s; it may "
+                f"still run: GET …/activations/{request.activation_id}",
+                code="broker_unavailable") from None
         except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the caller
             raise UpstreamUnavailable(f"could not queue the invocation: {type(exc).__name__}",
                                       code="broker_unavailable") from None
@@ -137,9 +163,12 @@ class Invocations:
     async def call(self, request: InvocationRequest) -> InvocationResult:
         future = self.replies.expect(request.activation_id)
         try:
-            await self.submit(request)
+            # One budget for queueing and waiting: the caller hears back within it.
             wait_s = (request.timeout_ms or self.default_timeout_ms) / 1000 + REPLY_GRACE_S
-            return await asyncio.wait_for(future, timeout=wait_s)
+            started = asyncio.get_running_loop().time()
+            await self.submit(request, timeout_s=min(SUBMIT_TIMEOUT_S, wait_s))
+            left_s = wait_s - (asyncio.get_running_loop().time() - started)
+            return await asyncio.wait_for(future, timeout=max(left_s, 0.001))
         except TimeoutError:
             raise ApiError(
                 f"no result within the time limit; the invocation may still finish: "
