@@ -68,7 +68,7 @@ INFRA = REPO / "deploy" / "local" / "infra.sh"
 RESULTS = REPO / "bench" / "results" / "chaos.json"
 SCENARIOS = ("invoker_kill", "kafka_restart", "postgres_restart", "log_ingest_kill",
              "scheduler_leader_kill")
-CI_SCENARIOS = ("invoker_kill", "postgres_restart", "log_ingest_kill")
+CI_SCENARIOS = ("invoker_kill", "kafka_restart", "postgres_restart", "log_ingest_kill")
 RECOVERY_TARGET_S = 10.0
 # A standby scheduler takes the lease when it expires: TTL 10 s after the last
 # renewal, renewals every 3 s (docs/scheduler.md). That is the scheduler's bound.
@@ -757,7 +757,7 @@ async def run(names: list[str], plan: Plan, keep: bool) -> list[Outcome]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ci", action="store_true", help="small load, three scenarios (~3 min)")
+    parser.add_argument("--ci", action="store_true", help="small load, four scenarios (~2.5 min)")
     parser.add_argument("--scenarios", default="", help=f"comma-separated, of {', '.join(SCENARIOS)}")
     parser.add_argument("--json", default=str(RESULTS), help="where to write the result")
     parser.add_argument("--keep", action="store_true", help="keep the private home and its logs")

@@ -25,7 +25,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-CI_SCENARIOS = ("invoker_kill", "postgres_restart", "log_ingest_kill")
+CI_SCENARIOS = ("invoker_kill", "kafka_restart", "postgres_restart", "log_ingest_kill")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,7 @@ def test_every_sync_caller_is_answered_in_time(chaos: dict[str, dict[str, Any]],
         strict=False,
         reason="open: a relaunched invoker gets its partitions only when the dead member's "
                "10 s group session expires, then drains the backlog (bench/README.md, chaos)")),
+    "kafka_restart",
     "postgres_restart",
     "log_ingest_kill",
 ])
