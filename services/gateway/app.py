@@ -26,6 +26,7 @@ from services.gateway import (
     management,
     oauth,
     observe,
+    quotas,
     reports,
     schedules,
 )
@@ -72,6 +73,9 @@ def create_app(settings: Settings) -> FastAPI:
             await replies.start()
             stack.push_async_callback(replies.stop)
             health.add("replies", replies.check)
+            feed = await stack.enter_async_context(
+                quota.completions(settings.kafka_bootstrap, topics.activations))
+            health.add("quota_completions", feed.check)
             app.state.reply_topic = reply_topic
             app.state.invocations = invoke.Invocations(
                 cache, producer, replies, topics.invocations, settings.lambda_timeout_ms)
@@ -95,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(observe.router)  # log search, live tail, metrics (docs/observability.md)
     app.include_router(reports.router)  # email-report settings, send-now
     document_compat_errors(app)  # the original's {errorCode, errorMsg} where its paths answer it
+    quota = quotas.install(app, settings)  # per-account rate limit and async backlog cap
     # The web console: static files, talking to the same-origin API above.
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),
               name="console")
