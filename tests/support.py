@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from fnbus.service import FAST_SERVER
+
 T = TypeVar("T")
 
 
@@ -25,7 +27,7 @@ def free_port() -> int:
 async def serve_in_loop(app: FastAPI, port: int) -> AsyncIterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1:port in this event loop (lifespan included)."""
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                            access_log=False, lifespan="on")
+                            access_log=False, lifespan="on", **FAST_SERVER)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

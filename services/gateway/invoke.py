@@ -34,6 +34,7 @@ from fnbus.schemas import (
     InvocationResult,
     LambdaChange,
 )
+from fnbus.service import FastJSONResponse, FastJSONRoute
 from services.gateway.auth import require
 from services.gateway.routes import ERRORS
 
@@ -183,7 +184,7 @@ class InvokeBody(BaseModel):
     timestamp: int | None = Field(default=None, description="epoch ms (original platform's field)")
 
 
-router = APIRouter()
+router = APIRouter(route_class=FastJSONRoute)  # orjson answers, Rust-parsed bodies
 
 
 def _invocations(request: Request) -> Invocations:
@@ -205,13 +206,13 @@ def _ours(result: InvocationResult) -> JSONResponse:
             "duration_ms": result.duration_ms, "cold_start": result.cold_start,
             "logs": [e.model_dump() for e in result.logs], "logs_truncated": result.logs_truncated}
     if result.outcome is InvocationOutcome.SUCCEEDED:
-        return JSONResponse({**body, "result": result.result})
+        return FastJSONResponse({**body, "result": result.result})
     error = result.error
-    return JSONResponse({**body, "error": {"code": error.code if error else "unknown",
-                                           "message": error.message if error else "failed",
-                                           "details": error.details if error else None}},
-                        status_code=_error_status(result),
-                        headers={"X-Activation-Id": result.activation_id})
+    return FastJSONResponse({**body, "error": {"code": error.code if error else "unknown",
+                                               "message": error.message if error else "failed",
+                                               "details": error.details if error else None}},
+                            status_code=_error_status(result),
+                            headers={"X-Activation-Id": result.activation_id})
 
 
 def _new_request(identity: Identity, lambda_id: str, body: InvokeBody, state: LambdaChange,
@@ -241,9 +242,9 @@ async def invoke(account_id: str, lambda_id: str, body: InvokeBody, request: Req
     if run_async:
         req = _new_request(who, lambda_id, body, state, EventSource.HTTP, None, timeout_ms)
         await inv.submit(req)
-        return JSONResponse({"activation_id": req.activation_id}, status_code=202,
-                            headers={"Location": f"/api/v1/accounts/{account_id}/activations/"
-                                                 f"{req.activation_id}"})
+        return FastJSONResponse({"activation_id": req.activation_id}, status_code=202,
+                                headers={"Location": f"/api/v1/accounts/{account_id}/activations/"
+                                                     f"{req.activation_id}"})
     req = _new_request(who, lambda_id, body, state, EventSource.HTTP, request.app.state.reply_topic,
                        timeout_ms)
     return _ours(await inv.call(req))
@@ -285,7 +286,7 @@ def _lp_error(result: InvocationResult) -> JSONResponse:
         status = 404
     else:
         status = 500
-    return JSONResponse({"errorCode": code, "errorMsg": message}, status_code=status)
+    return FastJSONResponse({"errorCode": code, "errorMsg": message}, status_code=status)
 
 
 @router.post("/api/account/{accountId}/lambdas/{lambda_id}/invoke", responses=ERRORS,
@@ -300,12 +301,12 @@ async def lp_invoke(accountId: str, lambda_id: str, body: InvokeBody, request: R
     try:
         state = await inv.deployed(accountId, lambda_id)
     except (NotFound, Conflict) as exc:
-        return JSONResponse({"errorCode": ErrorCode.NOT_DEPLOYED, "errorMsg": exc.message},
-                            status_code=404)
+        return FastJSONResponse({"errorCode": ErrorCode.NOT_DEPLOYED, "errorMsg": exc.message},
+                                status_code=404)
     req = _new_request(who, lambda_id, body, state, EventSource.HTTP, request.app.state.reply_topic)
     result = await inv.call(req)
     if result.outcome is InvocationOutcome.SUCCEEDED:
-        return JSONResponse(result.result, headers={"X-Activation-Id": result.activation_id})
+        return FastJSONResponse(result.result, headers={"X-Activation-Id": result.activation_id})
     return _lp_error(result)
 
 
