@@ -18,11 +18,11 @@ synchronous callers in a loop, injects the fault, and counts:
 - ``duplicated`` activations whose code ran more than once for one attempt (read
   from the activations topic: each run publishes one record, with its own start
   time and invoker instance; a record re-sent by a producer is not a second run);
-- ``recovery_s`` seconds from the dependency's return (the restarted process
-  healthy, the broker answering, the database accepting connections, the
-  standby scheduler holding the lease) until a probe succeeds: a synchronous call
-  answered 200 whose activation record can be read through the public API.
-  For the scheduler the probe is the next scheduled fire's activation record.
+- ``recovery_s`` seconds from the dependency's return (a killed process
+  relaunched, the broker answering, the database accepting connections) until a
+  probe succeeds: a synchronous call answered 200 whose activation record can be
+  read through the public API. For the scheduler: from the kill of the leader
+  until the standby holds the lease (judged against the lease's own bound, 13 s).
 
 Sync callers are judged by what a user sees: an answer (200, or an error with
 the documented ``{"error": {"code"}}`` envelope) before the client's own timeout.
@@ -48,6 +48,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -570,8 +571,12 @@ async def count(stack: Stack, name: str, load: LoadRecord, drain_s: float,
 # --- scenarios --------------------------------------------------------------------------------
 
 
+# A fault: injects itself, waits until the part is back, returns (that moment, a note).
+Fault = Callable[[], Awaitable[tuple[float, str]]]
+
+
 async def with_load(stack: Stack, client: Client, plan: Plan, name: str,
-                    fault: Any) -> Outcome:
+                    fault: Fault) -> Outcome:
     """Steady load, ``fault()`` (returns the moment the dependency is back), probe, more load."""
     load = Load(client, plan, f"{name}-{stack.run_id}")
     load.start()
@@ -587,7 +592,7 @@ async def with_load(stack: Stack, client: Client, plan: Plan, name: str,
     return await count(stack, name, load.record, plan.drain_s, recovery_s, notes)
 
 
-def kill_and_restart(stack: Stack, key: str, plan: Plan) -> Any:
+def kill_and_restart(stack: Stack, key: str, plan: Plan) -> Fault:
     """kill -9, down for a moment, relaunched: back from the relaunch (not from healthy)."""
     async def fault() -> tuple[float, str]:
         await stack.kill(key, signal.SIGKILL)
@@ -599,7 +604,7 @@ def kill_and_restart(stack: Stack, key: str, plan: Plan) -> Any:
     return fault
 
 
-def restart_infra(stack: Stack, component: str, plan: Plan) -> Any:
+def restart_infra(stack: Stack, component: str, plan: Plan) -> Fault:
     """A clean stop (infra.sh), down for a moment, started: back once it answers again."""
     async def fault() -> tuple[float, str]:
         await asyncio.to_thread(stack.infra, "stop", component)
