@@ -74,6 +74,9 @@ from fnbus.config import SERVICE_NAMES, Settings  # noqa: E402
 TARGET_WARM_P50_MS = 10.0
 TARGET_WARM_P99_MS = 40.0
 TARGET_THROUGHPUT = 300.0
+TARGET_ASYNC_ACCEPTED = 5000.0  # issue 12: 202s per second
+ASYNC_RUNS = 3
+ASYNC_DRAIN_MAX_S = 60.0
 TARGET_COLD_PREWARMED_MS = 100.0
 TARGET_DEPLOY_S = 5.0
 
@@ -279,11 +282,12 @@ class GatewayBench:
         return {**shares, "other_processes": [f"{comm} {share:.0f}%" for comm, share in others],
                 "other_processes_percent": round(sum(share for _, share in others), 1)}
 
-    async def run_wrk(self, connections: int, duration_s: int) -> tuple[wrk.WrkResult, dict[str, Any]]:
+    async def run_wrk(self, connections: int, duration_s: int, query: str = ""
+                      ) -> tuple[wrk.WrkResult, dict[str, Any]]:
         """One wrk run and the CPU split (percent of one core per component) during it."""
         path = await asyncio.to_thread(self._wrk)
         assert path is not None
-        url = f"{self.gw.creds.gateway_url}{self.gw.base}/lambdas/{self.main.id}/invoke"
+        url = f"{self.gw.creds.gateway_url}{self.gw.base}/lambdas/{self.main.id}/invoke{query}"
         body = json.dumps({"headers": [], "payload": {"bench": "wrk", "connections": connections}})
         before = await self.cpu_snapshot()
         result = await asyncio.to_thread(wrk.run, path, url, self.gw.creds.authorization, body,
@@ -435,6 +439,61 @@ class GatewayBench:
                                    "req/s", tool, at_least(TARGET_THROUGHPUT), note,
                                    {"runs": runs, "pool_after": await self.pool_stats()}))
 
+    async def async_accepted(self) -> None:
+        """202s per second for ``?async=true`` (the gateway and the produce; no result is awaited).
+
+        ASYNC_RUNS short runs at 32 connections; median, min and max. The invoker works off
+        the backlog afterwards: the step waits for it (at the measured sync rate, at most
+        ASYNC_DRAIN_MAX_S) so that the figures after it do not share the cores with it.
+        """
+        duration_s = max(2, self.plan.wrk_duration_s // 2)
+        rates: list[float] = []
+        runs: list[dict[str, Any]] = []
+        accepted = 0
+        use_wrk = self._wrk() is not None
+        for i in range(ASYNC_RUNS):
+            load = os.getloadavg()[0]
+            say(f"async accepted: run {i + 1}/{ASYNC_RUNS}, {duration_s} s at 32 connections")
+            if use_wrk:
+                res, shares = await self.run_wrk(32, duration_s, "?async=true")
+                rate, ok = res.ok_per_s, res.ok_requests
+                runs.append({**res.to_dict(), "cpu_percent_of_one_core": shares, "load1": load})
+            else:
+                ok, elapsed = await self._async_httpx(32, float(duration_s))
+                rate = ok / elapsed
+                runs.append({"connections": 32, "ok_requests": ok, "duration_s": round(elapsed, 3),
+                             "ok_per_s": round(rate, 1), "load1": load})
+            rates.append(rate)
+            accepted += ok
+            say(f"    {rate:.0f} accepted/s")
+        sync = next((f.value for f in self.figures if f.key == "throughput" and f.value), None)
+        drain_s = min(ASYNC_DRAIN_MAX_S, accepted / sync) if sync else ASYNC_DRAIN_MAX_S
+        say(f"async accepted: waiting {drain_s:.0f} s for the invoker to work off {accepted} calls")
+        await asyncio.sleep(drain_s)
+        tool = "wrk (2 threads, Lua POST script)" if use_wrk else "httpx (async closed loop)"
+        note = (f"median of {ASYNC_RUNS} runs of {duration_s} s at 32 connections (min {min(rates):.0f}, "
+                f"max {max(rates):.0f}); load average at the starts: "
+                + ", ".join(f"{r['load1']:.1f}" for r in runs))
+        self.figures.append(Figure("async_accepted", S_THROUGHPUT, "async accepted (202s per second)",
+                                   median(rates), "req/s", tool, at_least(TARGET_ASYNC_ACCEPTED), note,
+                                   {"runs": runs, "min": min(rates), "max": max(rates)}))
+
+    async def _async_httpx(self, concurrency: int, duration_s: float) -> tuple[int, float]:
+        url = f"{self.gw.base}/lambdas/{self.main.id}/invoke"
+        body = {"headers": [], "payload": {"bench": "async"}}
+        ok = 0
+        t0 = time.perf_counter()
+        stop_at = t0 + duration_s
+
+        async def worker() -> None:
+            nonlocal ok
+            while time.perf_counter() < stop_at:
+                r = await self.gw.client.post(url, params={"async": "true"}, json=body)
+                ok += r.status_code == 202
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return ok, time.perf_counter() - t0
+
     async def cold_prewarmed(self) -> None:
         for i in range(self.plan.cold_prewarmed_reps):
             pool = await self.wait_prewarmed()
@@ -575,6 +634,9 @@ async def gateway_part(gw: Gateway, settings: Settings, plan: Plan, figures: lis
     await step("gateway front", bench.gateway_front, lambda msg: figures.extend(summary_figures(
         "floor_gateway_front", S_FLOORS, "gateway HTTP+auth, no Kafka (invoke → 409)", None, "ms", "httpx",
         which=("p50", "p99"), note=msg)))
+    await step("async accepted", bench.async_accepted, lambda msg: figures.append(Figure(
+        "async_accepted", S_THROUGHPUT, "async accepted (202s per second)", None, "req/s", "wrk/httpx",
+        at_least(TARGET_ASYNC_ACCEPTED), msg)))
     await bench.verify_versions()
     bench.cold_figures(cold_error[0] if cold_error else None)
     bench.deploy_figures()
