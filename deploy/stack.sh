@@ -56,9 +56,34 @@ local_env() {
   export FNBUS_EGRESS_EXEMPT_CIDRS=${FNBUS_EGRESS_EXEMPT_CIDRS:-'["127.0.0.0/8"]'}
 }
 
+# The web console's bundle (services/gateway/console/dist/, git-ignored): npm ci of the
+# pinned packages (downloads cached in ~/.npm), then esbuild. Skipped while the sources'
+# hash matches the stamp in dist/.
+console_build() {
+  local dir=services/gateway/console want have="" t0
+  t0=$(date +%s)
+  want=$(cat "$dir"/package.json "$dir"/package-lock.json "$dir"/build.mjs \
+    libs/runtimes/node/lp-faas-toolbelt/index.d.ts $(find "$dir/src" -type f | LC_ALL=C sort) | sha256sum | cut -d' ' -f1)
+  [[ -f $dir/dist/.stamp ]] && read -r have <"$dir/dist/.stamp"
+  if [[ $have == "$want" && -f $dir/dist/console.js ]]; then
+    say "console: bundle up to date"
+    return 0
+  fi
+  local lock
+  lock=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [[ $(cat "$dir/node_modules/.lock.sha256" 2>/dev/null) != "$lock" ]]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --prefer-offline --cache "$HOME/.npm")
+    echo "$lock" >"$dir/node_modules/.lock.sha256"
+  fi
+  (cd "$dir" && node build.mjs)
+  echo "$want" >"$dir/dist/.stamp"
+  say "console: built in $(( $(date +%s) - t0 ))s"
+}
+
 prepare() {
   deploy/local/install.sh
   python_env
+  console_build
   deploy/local/infra.sh start
   deploy/images/build.sh
 }

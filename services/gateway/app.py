@@ -35,7 +35,8 @@ from services.gateway.internal_client import InternalClient
 from services.gateway.limits import BodyLimit
 from services.gateway.routes import document_compat_errors
 
-CONSOLE_DIR = Path(__file__).parent / "console"
+# The console's bundle, built from console/src by deploy/stack.sh (console_build).
+CONSOLE_DIR = Path(__file__).parent / "console" / "dist"
 
 
 def create_app(settings: Settings) -> FastAPI:
