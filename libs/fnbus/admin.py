@@ -62,9 +62,16 @@ def add_parser(sub: Any) -> None:
 
     p = admin_sub.add_parser("secrets-key-status",
                              help="stored sealed values per secrets key id (which keys are in use)")
-    from fnbus.cli import _admin
+    admin.set_defaults(func=main)
 
-    admin.set_defaults(func=_admin)
+
+def main(args: argparse.Namespace) -> int:
+    """Run one ``fnbus admin`` command and print its result as JSON."""
+    import asyncio
+
+    result = asyncio.run(run(args, Settings()))
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

@@ -1,11 +1,16 @@
-"""The ``fnbus`` command: servers, operator and local-stack subcommands."""
+"""The ``fnbus`` command.
+
+Operator commands (``serve``, ``migrate``, ``topics``, ``local``, ``admin``) are parsed
+here with argparse, as they always were; every other command belongs to the developer
+CLI (:mod:`fnbus.devcli`, typer), so ``fnbus serve gateway`` and ``fnbus deploy hello``
+are the same program.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
-import json
 import sys
 from collections.abc import Sequence
 
@@ -57,14 +62,6 @@ def _local(args: argparse.Namespace) -> int:
     return local.main(args.action, Settings(), services=args.services)
 
 
-def _admin(args: argparse.Namespace) -> int:
-    from fnbus import admin
-
-    result = asyncio.run(admin.run(args, Settings()))
-    print(json.dumps(result, indent=2))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fnbus", description="fnbus: Functions-as-a-Service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,9 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: First words that select an operator command (the argparse parser below).
+OPERATOR_COMMANDS = frozenset({"serve", "migrate", "topics", "local", "admin"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words or words[0] not in OPERATOR_COMMANDS:
+        from fnbus.devcli.app import run
+
+        return run(words)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,1 @@
+"""The developer CLI (``fnbus login``, ``init``, ``push``, ``deploy``, ``invoke`` …)."""
