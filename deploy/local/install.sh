@@ -27,6 +27,7 @@ APT_PACKAGES=(
   iptables                # dockerd sets up its chains even with --bridge=none
   prometheus              # scrapes the six services (infra.sh prometheus); promtool for the rule tests
   curl                    # readiness probes (infra.sh)
+  chromium                # the console's browser test (Playwright drives it headless)
 )
 
 install_apt() {

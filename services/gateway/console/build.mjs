@@ -34,12 +34,37 @@ const toolbelt = {
   },
 };
 
-const out = join(here, 'dist');
-mkdirSync(out, { recursive: true });
-await build({
+// The bundle's esbuild options; outdir defaults to dist/.
+export const options = (outdir = join(here, 'dist')) => ({
   entryPoints: { console: join(here, 'src/main.js') },
   bundle: true, minify: true, sourcemap: false, format: 'iife', target: 'es2020',
-  outdir: out, plugins: [toolbelt], legalComments: 'linked', logLevel: 'warning',
+  outdir, plugins: [toolbelt], legalComments: 'linked', logLevel: 'warning',
 });
-copyFileSync(join(here, 'src/index.html'), join(out, 'index.html'));
-console.log('console built into', out);
+
+export async function buildConsole(outdir = join(here, 'dist')) {
+  mkdirSync(outdir, { recursive: true });
+  await build(options(outdir));
+  copyFileSync(join(here, 'src/index.html'), join(outdir, 'index.html'));
+}
+
+// The pure helpers of the pages as one ES module (for the unit tests, run by Node).
+export async function buildHelpers(outfile) {
+  const contents = [
+    "export { parseRoute } from './src/route.js';",
+    "export { failureLine } from './src/code-editor.js';",
+    "export { rollbackChoices } from './src/deployments.js';",
+    "export { toSeries } from './src/home.js';",
+    "export { samplePayload } from './src/editor.js';",
+    "export { parseJson, duration } from './src/ui.js';",
+    "export { TOOLBELT } from 'virtual:toolbelt';",
+  ].join('\n');
+  await build({ stdin: { contents, resolveDir: here, loader: 'js' }, bundle: true, format: 'esm',
+                platform: 'neutral', mainFields: ['module', 'main'], outfile, plugins: [toolbelt],
+                loader: { '.css': 'empty' }, logLevel: 'warning' });
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const outdir = process.argv[2] || join(here, 'dist');
+  await buildConsole(outdir);
+  console.log('console built into', outdir);
+}

@@ -11,20 +11,8 @@ import { Schedules } from './schedules.js';
 import { Logs } from './logs.js';
 import { Settings } from './settings.js';
 import './style.css';
+import { SECTIONS, parseRoute } from './route.js';
 
-const SECTIONS = [
-  ['home', 'Home'], ['functions', 'Functions'], ['deployments', 'Deployments'],
-  ['schedules', 'Schedules'], ['logs', 'Logs'], ['settings', 'Settings'],
-];
-
-// '#functions/abc?x=1' -> {page: 'functions', arg: 'abc', params: URLSearchParams}
-export function parseRoute(hash) {
-  const [path, q] = (hash || '').replace(/^#\/?/, '').split('?');
-  const [page, ...rest] = path.split('/');
-  const known = SECTIONS.some(([id]) => id === page);
-  return { page: known ? page : 'home', arg: known ? decodeURIComponent(rest.join('/')) : '',
-           params: new URLSearchParams(q || '') };
-}
 
 function SignIn({ onDone }) {
   const [error, setError] = useState(null);
