@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down status test unit lint bench clean
+.PHONY: help up down status test unit lint bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ lint: ## ruff and mypy
 
 bench: ## benchmark harness (latency, throughput, cold start, deploy)
 	@deploy/stack.sh bench
+
+chaos: ## fault injection on a private Kafka/PostgreSQL and private services (CHAOS_ARGS=--ci for the small run)
+	@deploy/stack.sh chaos
 
 clean: down ## stop everything and delete all local state (.fnbus)
 	rm -rf .fnbus
