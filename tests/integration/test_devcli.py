@@ -9,6 +9,7 @@ and pull after a change made on the platform, which shows the diff before overwr
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import stat
@@ -71,9 +72,12 @@ class Cli:
             await asyncio.sleep(1)
 
 
+_accounts = itertools.count()
+
+
 @pytest.fixture
 async def account(settings: Settings, gateway_url: str, run_id: str) -> Account:
-    return await create_account(settings, gateway_url, f"cli{run_id}")
+    return await create_account(settings, gateway_url, f"cli{run_id}n{next(_accounts)}")
 
 
 async def test_the_whole_developer_flow(account: Account, tmp_path: Path) -> None:
@@ -172,3 +176,31 @@ async def test_the_whole_developer_flow(account: Account, tmp_path: Path) -> Non
     assert run.code == 0 and "default" not in json.loads(config_file.read_text())["profiles"]
     run = await cli("get", "functions")
     assert run.code == 4 and "fnbus login" in run.err, run
+
+
+async def test_an_oauth_client_profile_reads_and_invokes(account: Account, tmp_path: Path) -> None:
+    async with account.client() as c:
+        r = await c.post("/users", json={"name": "ci", "roles": ["FaaS-Invocation"]})
+        assert r.status_code == 201, r.text
+        r = await c.post(f"/users/{r.json()['id']}/oauth-clients")
+        assert r.status_code == 201, r.text
+        client = r.json()
+        r = await c.post("/lambdas", json={"name": "listed", "code": CODE})
+        assert r.status_code == 201, r.text
+    cli = Cli(tmp_path, tmp_path / "config")
+    run = await cli("--profile", "ci", "login", "--url", account.gateway, "--account", account.id,
+                    "--client-id", client["prefix"], "--client-secret", "wrong")
+    assert run.code == 4, run
+    run = await cli("--profile", "ci", "login", "--url", account.gateway, "--account", account.id,
+                    "--client-id", client["prefix"], "--client-secret", client["secret"])
+    assert run.code == 0, run
+    saved = json.loads((tmp_path / "config" / "fnbus" / "config.json").read_text())["profiles"]
+    assert set(saved) == {"ci"} and saved["ci"]["token"]
+    run = await cli("--profile", "ci", "get", "functions", "--json")
+    assert run.code == 0, run
+    assert [f["name"] for f in json.loads(run.out)] == ["listed"]
+    # the token's scope does not cover the allowlist: a permission failure, exit 4
+    run = await cli("--profile", "ci", "add", "domain", "api.example.com")
+    assert run.code == 4, run
+    run = await cli("get", "functions")  # the default profile was never logged in
+    assert run.code == 4 and "fnbus login --profile default" in run.err, run
