@@ -62,6 +62,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from fnbus.config import Settings
 from fnbus.kafka import Consumer
@@ -92,6 +93,8 @@ BACKLOG_FULL = "backlog_full"
 # The original platform's paths answer {errorCode, errorMsg}; ours, outside handler.*
 # (a client must not take them for the lambda's own failure).
 LP_CODES = {RATE_LIMITED: "fnbus.quota.rate-limited", BACKLOG_FULL: "fnbus.quota.backlog-full"}
+REFUSALS = Counter("fnbus_gateway_quota_refusals_total",
+                   "Invocations refused with 429 over an account's quota", ["reason"])
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})  # what FastAPI reads as a true bool
 
 
@@ -365,6 +368,15 @@ class QuotaMiddleware:
         status = 0
         chunks: list[bytes] = []
         size = 0
+        held = reserved  # the reservation, until the answer says what became of it
+
+        def settle(activation_ids: list[str]) -> None:
+            nonlocal held
+            # One step, no await between: the ids replace the reservation.
+            self.backlog.accepted(account, activation_ids)
+            if held:
+                self.backlog.release(account)
+                held = False
 
         async def watching_send(message: Any) -> None:
             nonlocal status, size
@@ -372,24 +384,28 @@ class QuotaMiddleware:
                 status = message["status"]
                 if status in (401, 403):
                     self.limiter.give_back(account)
+                if status != 202:
+                    settle([])
             elif message["type"] == "http.response.body" and status == 202:
                 body = message.get("body", b"")
                 size += len(body)
                 if size <= ACCEPTED_BODY_MAX_BYTES:
                     chunks.append(body)
-                if not message.get("more_body", False) and size <= ACCEPTED_BODY_MAX_BYTES:
+                if not message.get("more_body", False):
                     # Before the client hears 202, so its next call already sees the count.
-                    self.backlog.accepted(account, _accepted_ids(b"".join(chunks)))
+                    settle(_accepted_ids(b"".join(chunks)) if size <= ACCEPTED_BODY_MAX_BYTES
+                           else [])
             await send(message)
 
         try:
             await self.app(scope, receive, watching_send)
         finally:
-            if reserved:
+            if held:  # no answer went out (the app raised) or it was cut short
                 self.backlog.release(account)
 
 
 async def _refuse(send: Any, lp: bool, code: str, retry_after: int, message: str) -> None:
+    REFUSALS.labels(code).inc()
     if lp:
         payload: dict[str, Any] = {"errorCode": LP_CODES[code], "errorMsg": message}
     else:

@@ -251,3 +251,32 @@ async def test_a_refused_async_request_holds_no_reservation() -> None:
         app = QuotaMiddleware(Stub(status, {"error": {}}), q)  # type: ignore[arg-type]
         assert (await call(app, "/api/v1/accounts/a/lambdas/l/invoke", b"async=true"))[0] == status
     assert q.backlog.reserve("a")
+
+
+async def test_the_reservation_turns_into_the_accepted_id_in_one_step() -> None:
+    q = FakeQuotas(rate=100, burst=100, cap=2)
+    seen: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"activation_id": "x"}'})
+        seen.append(q.backlog.reserve("a"))  # one pending, no longer also one reserved
+        q.backlog.release("a")
+
+    assert (await call(QuotaMiddleware(app, q), "/api/v1/accounts/a/lambdas/l/invoke",  # type: ignore[arg-type]
+                       b"async=true"))[0] == 202
+    assert seen == [True]
+    assert q.backlog.pending("a") == 1
+
+
+async def test_an_app_that_fails_leaves_no_reservation_behind() -> None:
+    q = FakeQuotas(rate=100, burst=100, cap=1)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await QuotaMiddleware(app, q)(  # type: ignore[arg-type]
+            {"type": "http", "method": "POST", "path": "/api/v1/accounts/a/lambdas/l/invoke",
+             "query_string": b"async=true"}, None, None)
+    assert q.backlog.reserve("a")
