@@ -38,6 +38,11 @@ function lambda(input, callback) {
 """
 
 
+async def _lambda_id(cli: Cli, name: str) -> str:
+    run = await cli("get", "functions", "--json")
+    return next(str(f["id"]) for f in json.loads(run.out) if f["name"] == name)
+
+
 @dataclass
 class Run:
     code: int
@@ -120,10 +125,35 @@ async def test_the_whole_developer_flow(account: Account, tmp_path: Path) -> Non
     run = await cli("logs", "greeter", "--json")
     assert any(i["message"] == "greeting cli" for i in json.loads(run.out)["items"])
 
+    # --follow: the live tail prints the next call's line as it happens
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fnbus.cli", "logs", "greeter", "--follow", "--json",
+        "--levels", "info", cwd=project, env=cli.env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        assert tail.stdout is not None
+        first = json.loads(await asyncio.wait_for(tail.stdout.readline(), 30))
+        assert first["message"] == "greeting cli"  # the search page comes first
+        await asyncio.sleep(1.5)  # the tail has taken its starting point
+        run = await cli("invoke", "greeter", "--payload", '{"name": "follower"}')
+        assert run.code == 0, run
+
+        async def followed() -> dict:
+            while True:
+                item = json.loads(await tail.stdout.readline())  # type: ignore[union-attr]
+                if item["message"] == "greeting follower":
+                    return dict(item)
+
+        item = await asyncio.wait_for(followed(), 30)
+        assert item["lambda_id"] == (await _lambda_id(cli, "greeter"))
+    finally:
+        tail.terminate()
+        await tail.wait()
+
     run = await cli.until(",1,", "metrics", "--last", "1h", "--output", "csv")
     lines = run.out.strip().splitlines()
     assert lines[0].startswith("bucket_start,lambda_id,SUCCEEDED,")
-    assert any(row.split(",")[2] == "1" for row in lines[1:]), run.out
+    assert any(int(row.split(",")[2] or 0) >= 1 for row in lines[1:]), run.out
 
     run = await cli("get", "functions", "--json")
     assert run.code == 0, run
@@ -167,10 +197,20 @@ async def test_the_whole_developer_flow(account: Account, tmp_path: Path) -> Non
     assert "+  console.info('greeting ' + input.payload.name);" in run.out
     assert "greeter: pushed version 3 (Modified)" in run.out
 
+    # a deployment that fails: exit 6 with the cause
+    broken = project / "functions" / "broken"
+    assert (await cli("init", "broken")).code == 0
+    (broken / "index.js").write_text(
+        "function lambda(input, callback) {\n  callback(null, );\n  }}\n")
+    assert (await cli("push", "broken")).code == 0
+    run = await cli("deploy", "broken")
+    assert run.code == 6, run
+    assert "broken: deployment failed" in run.err
+
     run = await cli("undeploy", "greeter")
     assert run.code == 0, run
     run = await cli("get", "functions", "--json")
-    assert json.loads(run.out)[0]["state"] == "Draft"
+    assert {f["name"]: f["state"] for f in json.loads(run.out)}["greeter"] == "Draft"
 
     run = await cli("logout")
     assert run.code == 0 and "default" not in json.loads(config_file.read_text())["profiles"]

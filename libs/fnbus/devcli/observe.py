@@ -55,7 +55,8 @@ def logs(
             print_json(page)
         elif as_json:
             for item in items:
-                print_json(item)
+                sys.stdout.write(json.dumps(item) + "\n")
+            sys.stdout.flush()
         else:
             for item in items:
                 console.print(_line(item), markup=False, highlight=False)
@@ -69,6 +70,7 @@ def logs(
                     sys.stdout.flush()
                 else:
                     console.print(_line(item), markup=False, highlight=False)
+                    console.file.flush()
         except KeyboardInterrupt:
             return
 
