@@ -164,6 +164,17 @@ async def test_console_walkthrough(page: object, platform: dict[str, str], sched
     assert "activation_id=" in pg.url
     await expect(pg.get_by_label("Invocation")).not_to_have_value("")
     await expect(results).to_contain_text(marker)
+    # Live tail: a call made elsewhere shows up while the page is open.
+    await pg.get_by_label("Invocation").fill("")
+    await pg.get_by_role("button", name="Live tail").click()
+    await pg.wait_for_timeout(500)
+    async with account.client() as c:
+        listed = (await c.get("/lambdas")).json()
+        greeter = next(x for x in listed if x["name"] == "greeter")
+        r = await c.post(f"/lambdas/{greeter['id']}/test", json={"payload": {"tail": True}})
+        assert r.status_code == 200, r.text
+    await expect(pg.get_by_test_id("tail")).to_contain_text(f'{marker} got {{"tail":true}}', timeout=15_000)
+    await pg.get_by_role("button", name="Stop live tail").click()
 
     # Schedules: productive-function picker, cron preview in local time.
     await pg.get_by_role("link", name="Schedules").click()
@@ -202,6 +213,17 @@ async def test_console_walkthrough(page: object, platform: dict[str, str], sched
     await expect(secrets).to_contain_text("crm-token")
     assert "s3cret-value" not in await pg.content()
     await shot(pg, "settings-secrets")
+    await pg.get_by_role("link", name="Users and permissions").click()
+    await pg.get_by_role("button", name="New API key").first.click()
+    await expect(pg.locator(".notice")).to_contain_text("shown once")
+    await shot(pg, "settings-users")
+    await pg.get_by_role("link", name="Email reports").click()
+    await pg.get_by_label("Recipients").fill("ops@example.com")
+    await pg.get_by_label("Frequency").select_option("weekly")
+    await pg.get_by_role("button", name="Save").click()
+    await expect(pg.get_by_label("Frequency")).to_have_value("weekly")
+    async with account.client() as c:
+        assert (await c.get("/reports/settings")).json()["frequency"] == "weekly"
 
     # Home: the invocations reach the metrics rollup a moment later.
     for _ in range(40):
@@ -214,5 +236,8 @@ async def test_console_walkthrough(page: object, platform: dict[str, str], sched
         await pg.wait_for_timeout(500)
     assert int(await pg.get_by_test_id("total-invocations").inner_text()) >= 1
     await expect(pg.locator(".plot canvas")).to_have_count(2)
-    await expect(pg.get_by_text("greeter — 1")).to_be_visible()
+    await expect(pg.get_by_text(re.compile(r"greeter — \d"))).to_be_visible()
     await shot(pg, "home")
+    await pg.get_by_role("tab", name="Last 7d").click()
+    await expect(pg.get_by_text("in the last 7d")).to_be_visible()
+    await expect(pg.locator(".plot canvas")).to_have_count(2)

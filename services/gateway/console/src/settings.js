@@ -21,9 +21,9 @@ function AddForm({ label, name, submit, reload, type = 'text', children }) {
     <button type="submit" disabled=${act.busy}>Add</button><${ErrorBox} error=${act.error} /></form>`;
 }
 
-function RemoveButton({ label, run, reload }) {
+function RemoveButton({ label, run, reload, text = 'Remove' }) {
   const act = useAction();
-  return html`<button aria-label=${label} disabled=${act.busy} onClick=${() => act.run(async () => { await run(); reload(); })}>Remove</button>
+  return html`<button aria-label=${label} disabled=${act.busy} onClick=${() => act.run(async () => { await run(); reload(); })}>${text}</button>
     <${ErrorBox} error=${act.error} />`;
 }
 
@@ -70,7 +70,7 @@ function Credentials({ user }) {
     <${ErrorBox} error=${error || act.error} />
     <ul>${(items || []).map((c) => html`<li>${c.kind === 'oauth_client' ? 'OAuth client' : 'API key'} <code>${c.prefix}</code>
       <span class="muted">${c.revoked_ms ? 'revoked ' + localTime(c.revoked_ms) : 'created ' + localTime(c.created_ms)}</span>
-      ${!c.revoked_ms && html`<${RemoveButton} label=${'Revoke ' + c.prefix} run=${() => api.revokeCredential(c.id)} reload=${reload} />`}</li>`)}</ul>
+      ${!c.revoked_ms && html`<${RemoveButton} text="Revoke" label=${'Revoke ' + c.prefix} run=${() => api.revokeCredential(c.id)} reload=${reload} />`}</li>`)}</ul>
   </div>`;
 }
 
@@ -84,7 +84,7 @@ function Users() {
     <${ErrorBox} error=${error} />
     ${(items || []).map((u) => html`<div class="panel"><h3>${u.name} <span class="muted">${u.roles.join(', ')}</span></h3>
       <${Credentials} user=${u} />
-      <${RemoveButton} label=${'Remove user ' + u.name} run=${() => api.deleteUser(u.id)} reload=${reload} /></div>`)}
+      <${RemoveButton} text="Remove user" label=${'Remove user ' + u.name} run=${() => api.deleteUser(u.id)} reload=${reload} /></div>`)}
   </div>`;
 }
 
