@@ -148,7 +148,11 @@ def run_local(root: Path, fn: project.LocalFunction, body: dict[str, Any]) -> di
     workdir = Path(tempfile.mkdtemp(prefix="fnbus-local-"))
     sock = str(workdir / "runner.sock")
     stderr_path = workdir / "stderr"
-    env = {**os.environ, "FNBUS_RUNNER_SOCKET": sock}
+    # `npm install` in the function's directory or the project's root is found by require().
+    node_path = [str(fn.dir / "node_modules"), str(root / "node_modules")]
+    if os.environ.get("NODE_PATH"):
+        node_path.append(os.environ["NODE_PATH"])
+    env = {**os.environ, "FNBUS_RUNNER_SOCKET": sock, "NODE_PATH": os.pathsep.join(node_path)}
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(runner_command(fn.runtime), env=env, stdout=subprocess.DEVNULL,
                                 stderr=stderr, cwd=fn.dir)
