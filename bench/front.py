@@ -8,7 +8,8 @@ from memory, and ``Invocations`` answers a sync call at once with an echo
 :class:`InvocationResult` that went through ``to_bytes``/``from_bytes`` like a
 reply read from Kafka; an async call is "queued" by encoding the request.
 
-The client sends sequential sync invocations (concurrency 1: p50/p99), then
+The client sends sequential sync invocations (concurrency 1: p50/p99, and the server's
+CPU time per call from /proc, the figure a loaded machine disturbs least), then
 ``--conc`` concurrent callers for sync throughput and async acceptance (202s
 per second). Each figure is the median of ``--reps`` runs with min and max;
 the load average is recorded at the start of each run. The client is Python
@@ -140,7 +141,13 @@ async def _rate(client: Any, url: str, conc: int, seconds: float, expect: int) -
     return done / (time.perf_counter() - t0)
 
 
-async def one_run(base: str, n: int, conc: int, seconds: float) -> dict[str, float]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_run(base: str, n: int, conc: int, seconds: float, pid: int) -> dict[str, float]:
     import httpx
 
     url = f"{base}/api/v1/accounts/{ACCOUNT}/lambdas/{LAMBDA}/invoke"
@@ -149,10 +156,15 @@ async def one_run(base: str, n: int, conc: int, seconds: float) -> dict[str, flo
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
         await _sequential(client, url, 100)  # warm-up
         load = os.getloadavg()[0]
+        cpu0 = _cpu_s(pid)
         seq = await _sequential(client, url, n)
+        cpu1 = _cpu_s(pid)
         sync_rate = await _rate(client, url, conc, seconds, 200)
         async_rate = await _rate(client, url + "?async=true", conc, seconds, 202)
+    # The server's CPU per sequential call: far less sensitive to a loaded machine than
+    # wall-clock time (the clock tick is 10 ms, so n must be large; 1000 calls ≈ 1–3 s).
     return {"load1": load, "p50_ms": statistics.median(seq), "p99_ms": _pct(seq, 0.99),
+            "server_cpu_us_per_call": (cpu1 - cpu0) / n * 1e6,
             "sync_per_s": sync_rate, "async_202_per_s": async_rate}
 
 
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "-d", "10", "-r", "200", "--nonblocking"])
                 time.sleep(1)
             run = asyncio.run(one_run(f"http://127.0.0.1:{port}", args.n, args.conc,
-                                      args.seconds))
+                                      args.seconds, server.pid))
             runs.append(run)
             print(json.dumps({k: round(v, 3) for k, v in run.items()}), flush=True)
     finally:
