@@ -109,6 +109,10 @@ def settings(
         instance_id=f"t{run_id}",  # own reply topic and container label for this session
         prewarm_per_runtime=1,
         max_containers=24,
+        # Quotas are tested on their own gateway (tests/integration/test_quotas.py); the
+        # session's floods (backpressure, chaos-sized loads) must not meet them.
+        account_invocations_per_s=100_000.0,
+        account_invocations_burst=100_000,
         # Lambdas may call test servers on loopback; the platform's own ports stay refused.
         egress_exempt_cidrs=["127.0.0.0/8"],
         **{f"{name}_port": port for name, port in ports.items()},
