@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from fnbus.config import Settings
+from tests.integration.invoke_support import wait_deployed
 from tests.integration.mgmt_support import Account, create_account
 
 pytestmark = pytest.mark.integration
@@ -190,11 +191,22 @@ async def test_console_walkthrough(page: object, platform: dict[str, str], sched
     await expect(pg.locator("tbody tr")).to_contain_text("*/5 * * * *")
     await shot(pg, "schedules")
 
-    # Deployments: version and state.
+    # Deployments: version and state; roll back to the version deployed before the last.
+    async with account.client() as c:  # another change deployed from elsewhere (version 4)
+        r = await c.patch(f"/lambdas/{greeter['id']}", json={"code": working("second")})
+        assert r.status_code == 200, r.text
+        assert (await c.post(f"/lambdas/{greeter['id']}/deployments")).status_code == 202
+        await wait_deployed(c, greeter["id"])
     await pg.get_by_role("link", name="Deployments").click()
     row = pg.locator("tbody tr", has_text="greeter")
     await expect(row).to_contain_text("Deployed")
+    await expect(row.locator("td").nth(1)).to_have_text("4")
     await shot(pg, "deployments")
+    await row.get_by_label("Roll back greeter").select_option(value="3")  # "version 3 (…)"
+    await expect(row.locator("td").nth(1)).to_have_text("5", timeout=90_000)
+    await expect(row).to_contain_text("Deployed")
+    async with account.client() as c:
+        assert marker in (await c.get(f"/lambdas/{greeter['id']}")).json()["code"]
 
     # Settings: domain allowlist is the default tab (the wizard's domain is there).
     await pg.get_by_role("link", name="Settings").click()
