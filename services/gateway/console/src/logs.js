@@ -9,7 +9,7 @@ const LEVELS = ['debug', 'info', 'warn', 'error'];
 function Line({ line, names }) {
   return html`<li class=${'lvl-' + line.level}>
     <time>${new Date(line.ts_ms).toLocaleString()}</time> <span class="lvl">${line.level}</span>
-    <span class="fn">${names[line.lambda_id] || line.lambda_id}</span> ${line.message}
+    <span class="fn">${names[line.lambda_id] || line.lambda_id}</span> <span class="msg">${line.message}</span>
     <a href=${'#logs?activation_id=' + encodeURIComponent(line.activation_id)}>invocation</a></li>`;
 }
 
