@@ -161,6 +161,14 @@ async def test_the_whole_developer_flow(account: Account, tmp_path: Path) -> Non
     assert fn["name"] == "greeter" and fn["state"] == "Productive"
     run = await cli("get", "functions")
     assert "greeter" in run.out and "Productive" in run.out
+    run = await cli("get", "deployments", "greeter", "--json")
+    assert [(d["version"], d["state"]) for d in json.loads(run.out)] == [(1, "Deployed")]
+    run = await cli("get", "account", "--json")
+    assert json.loads(run.out)["id"] == account.id
+    run = await cli("get", "events", "--json")
+    assert run.code == 0 and len(json.loads(run.out)) > 0, run
+    run = await cli("metrics", "greeter", "--last", "1h")
+    assert run.code == 0 and "invocations" in run.out, run
 
     # the scheduler learns of the deployment from Kafka: allow it a moment
     run = await cli.until("*/5 * * * *", "create", "schedule", "greeter", "--cron", "*/5 * * * *",

@@ -149,3 +149,25 @@ def test_invoke_local_of_an_unknown_function_exits_3(tmp_path: Path) -> None:
     fnbus(tmp_path, "init")
     r = fnbus(tmp_path, "invoke", "nope", "--local")
     assert r.returncode == 3 and "no function 'nope'" in r.stderr
+
+
+def test_exit_codes_without_a_platform(tmp_path: Path) -> None:
+    assert fnbus(tmp_path, "no-such-command").returncode == 1
+    fnbus(tmp_path, "init", "fn")
+    r = fnbus(tmp_path, "invoke", "fn", "--local", "--payload", "{bad")
+    assert r.returncode == 1 and "--payload is not valid JSON" in r.stderr
+    r = fnbus(tmp_path, "get", "functions")
+    assert r.returncode == 4 and "fnbus login" in r.stderr
+    # nothing listens on port 9 of loopback: unreachable is exit 5
+    r = fnbus(tmp_path, "login", "--url", "http://127.0.0.1:9", "--account", "a", "--api-key", "k")
+    assert r.returncode == 5 and "cannot reach" in r.stderr
+    assert not (tmp_path / ".config" / "fnbus" / "config.json").exists()
+
+
+def test_operator_commands_keep_their_parser(tmp_path: Path) -> None:
+    r = fnbus(tmp_path, "serve", "--help")
+    assert r.returncode == 0 and "usage: fnbus serve" in r.stdout
+    r = fnbus(tmp_path, "admin", "rotate-secrets-key", "--help")
+    assert r.returncode == 0 and "--reseal-only" in r.stdout
+    r = fnbus(tmp_path, "local", "--help")
+    assert r.returncode == 0 and "{start,stop,status}" in r.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-import click
 import typer
 
 from fnbus.devcli import auth, context, functions, observe, project, resources
@@ -46,19 +45,19 @@ app.add_typer(resources.add_app, name="add")
 def run(argv: Sequence[str]) -> int:
     """Run one developer command; failures print one line and map to an exit code."""
     try:
-        # Without standalone mode click returns typer.Exit's code instead of exiting.
-        code = app(args=list(argv), prog_name="fnbus", standalone_mode=False)
+        app(args=list(argv), prog_name="fnbus")
     except CliError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False)
         return int(exc.code)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        return int(Exit.USAGE)
-    except click.ClickException as exc:
-        exc.show()
-        return int(Exit.USAGE)
+    except SystemExit as exc:
+        # typer (standalone) exits: with 0 after --help, with 2 after a usage error (which
+        # is our 1: 2 means the API refused), with 1 on an aborted prompt, or with the code
+        # of a typer.Exit raised by a command.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return int(Exit.USAGE) if code == _CLICK_USAGE else code
     except KeyboardInterrupt:
         return 130
-    return code if isinstance(code, int) else 0
+    return 0
+
+
+_CLICK_USAGE = 2

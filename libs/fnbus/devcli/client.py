@@ -87,7 +87,8 @@ class Api:
 
     # -- account and catalogue ------------------------------------------------------------
     def account(self) -> dict[str, Any]:
-        return dict(self.json("GET", ""))
+        # an absolute URL: httpx would add a slash to an empty path under base_url
+        return dict(self.json("GET", str(self.http.base_url).rstrip("/")))
 
     def events(self) -> list[dict[str, Any]]:
         return list(self.json("GET", "/events"))
