@@ -93,6 +93,7 @@ export function Editor({ id }) {
     reload();
   });
   const onUndeploy = () => act.run(async () => { await api.undeploy(lambda.id); reload(); });
+  const onDelete = () => act.run(async () => { await api.deleteLambda(lambda.id); location.hash = '#functions'; });
   const set = (k) => (v) => setDraft((d) => ({ ...d, [k]: v }));
   const failed = lambda.deployment_state === 'Failed' ? lambda.deployment_cause : null;
   return html`<section>
@@ -103,7 +104,8 @@ export function Editor({ id }) {
     <div class="toolbar">
       <button onClick=${onSave} disabled=${act.busy}>Save</button>
       <button class="primary" onClick=${onDeploy} disabled=${act.busy}>Save and deploy</button>
-      ${lambda.deployed_version ? html`<button onClick=${onUndeploy} disabled=${act.busy}>Undeploy</button>` : ''}
+      ${lambda.deployed_version ? html`<button onClick=${onUndeploy} disabled=${act.busy}>Undeploy</button>`
+                                : html`<button onClick=${onDelete} disabled=${act.busy}>Delete</button>`}
       ${progress && html`<span class="progress" role="status" data-testid="deploy-progress">
         ${progress.state === 'Deploying' ? html`<progress></progress> Deploying…` : html`Deployment: <${StateBadge} state=${progress.state} />`}</span>`}
     </div>
