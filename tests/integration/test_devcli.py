@@ -215,6 +215,15 @@ async def test_the_whole_developer_flow(account: Account, tmp_path: Path) -> Non
     assert run.code == 6, run
     assert "broken: deployment failed" in run.err
 
+    # create function from a template, then pull it into the project
+    run = await cli("create", "function", "templated", "--template", "hello-world", "--json")
+    assert run.code == 0 and json.loads(run.out)["state"] == "Draft", run
+    run = await cli("create", "function", "templated")
+    assert run.code == 2 and "name_taken" in run.err, run
+    run = await cli("pull", "templated")
+    assert run.code == 0 and "templated: pulled version 1 (Draft)" in run.out, run
+    assert "function lambda" in (project / "functions" / "templated" / "index.js").read_text()
+
     run = await cli("undeploy", "greeter")
     assert run.code == 0, run
     run = await cli("get", "functions", "--json")
@@ -239,7 +248,7 @@ async def test_an_oauth_client_profile_reads_and_invokes(account: Account, tmp_p
     run = await cli("--profile", "ci", "login", "--url", account.gateway, "--account", account.id,
                     "--client-id", client["prefix"], "--client-secret", "wrong")
     assert run.code == 4, run
-    run = await cli("--profile", "ci", "login", "--url", account.gateway, "--account", account.id,
+    run = await cli("login", "--profile", "ci", "--url", account.gateway, "--account", account.id,
                     "--client-id", client["prefix"], "--client-secret", client["secret"])
     assert run.code == 0, run
     saved = json.loads((tmp_path / "config" / "fnbus" / "config.json").read_text())["profiles"]

@@ -13,7 +13,12 @@ from fnbus.devcli.errors import CliError
 from fnbus.devcli.output import console
 
 
+ProfileOpt = Annotated[str | None, typer.Option(
+    "--profile", help="profile to write (default: the global --profile, else 'default')")]
+
+
 def login(
+    profile_name: ProfileOpt = None,
     url: Annotated[str, typer.Option(help="the gateway", envvar="FNBUS_URL")] = "http://127.0.0.1:8080",
     account: Annotated[str, typer.Option(help="account id", envvar="FNBUS_ACCOUNT")] = "demo",
     api_key: Annotated[str | None, typer.Option(help="an API key (fnb_…)", envvar="FNBUS_API_KEY")] = None,
@@ -22,6 +27,8 @@ def login(
                                                       envvar="FNBUS_CLIENT_SECRET")] = None,
 ) -> None:
     """Check the credentials against the account and keep them in a profile (mode 0600)."""
+    if profile_name is not None:
+        context.selected["profile"] = profile_name
     if api_key is None and client_id is None:
         api_key = typer.prompt("API key", hide_input=True)
     if client_id is not None:
@@ -41,8 +48,10 @@ def login(
                   f"(profile {context.selected['profile']!r}, {path})")
 
 
-def logout() -> None:
+def logout(profile_name: ProfileOpt = None) -> None:
     """Forget the selected profile's credentials."""
+    if profile_name is not None:
+        context.selected["profile"] = profile_name
     name = context.selected["profile"]
     if remove_profile(name):
         console.print(f"logged out: profile {name!r} removed")

@@ -100,11 +100,14 @@ def create_function(
     name: Annotated[str, typer.Argument()],
     runtime: Annotated[str, typer.Option(help="nodejs or python")] = "nodejs",
     event: Annotated[str | None, typer.Option(help="event id (`fnbus get events`)")] = None,
-    template: Annotated[str | None, typer.Option(help="template id")] = None,
+    template: Annotated[str | None, typer.Option(
+        help="template id (default: Hello World of the runtime)")] = None,
     description: Annotated[str, typer.Option()] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Create a Draft function on the platform from a template (`fnbus pull` fetches it)."""
+    if template is None:
+        template = "hello-world" if runtime == "nodejs" else "hello-world-python"
     body: dict[str, Any] = {"name": name, "runtime": runtime, "description": description,
                             "event_id": event, "template_id": template}
     with context.open_api() as api:
