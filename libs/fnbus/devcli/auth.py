@@ -12,7 +12,6 @@ from fnbus.devcli.config import Profile, remove_profile, save_profile
 from fnbus.devcli.errors import CliError
 from fnbus.devcli.output import console
 
-
 ProfileOpt = Annotated[str | None, typer.Option(
     "--profile", help="profile to write (default: the global --profile, else 'default')")]
 
