@@ -165,6 +165,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, "invalid_characters",
                               "a value contains a character that cannot be stored (NUL)")
 
+    # The database is down or restarting: the caller may retry, nothing is wrong with the request.
+    @app.exception_handler(ConnectionRefusedError)
+    @app.exception_handler(asyncpg.exceptions.PostgresConnectionError)
+    @app.exception_handler(asyncpg.exceptions.ConnectionDoesNotExistError)
+    @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
+    @app.exception_handler(asyncpg.exceptions.TooManyConnectionsError)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %r", exc, extra={"path": request.url.path})
+        return error_response(503, "database_unavailable",
+                              "the platform's database is not reachable; retry shortly",
+                              headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
