@@ -208,6 +208,36 @@ class SecretUpdate(Strict):
     value: str = Field(max_length=16_384)
 
 
+#: Certificate names follow the secret-key rule, so they are safe in paths and logs.
+CERTIFICATE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+#: Enough for a leaf with a long chain; far below the management body limit.
+MAX_PEM_CHARS = 64 * 1024
+
+
+class CertificateCreate(BaseModel):
+    """Upload body. The fields are PEM text; ``cert`` may carry the chain after the leaf."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=CERTIFICATE_NAME_PATTERN, description="what the lambda passes to MTLSClient")
+    cert: str = Field(max_length=MAX_PEM_CHARS, description="PEM client certificate (leaf first)")
+    key: str = Field(max_length=MAX_PEM_CHARS, description="PEM private key, unencrypted")
+    ca: str | None = Field(default=None, max_length=MAX_PEM_CHARS,
+                           description="PEM CA certificate(s) to verify the server with")
+
+
+class CertificateOut(BaseModel):
+    """What the API shows of a certificate: never the material."""
+
+    name: str
+    subject: str
+    issuer: str
+    not_after_ms: int = Field(description="expiry, epoch milliseconds")
+    fingerprint: str = Field(description="SHA-256 of the certificate (DER), hex pairs")
+    has_ca: bool
+    created_ms: int
+
+
 class SecretOut(BaseModel):
     key: str
     value: str = Field(description="always obfuscated")

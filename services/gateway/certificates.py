@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from fnbus.api_models import CertificateCreate, CertificateOut
 from fnbus.identity import Identity
 from fnbus.permissions import Permission as P
 from services.gateway.auth import require
@@ -24,31 +25,6 @@ from services.gateway.routes import forward, operation
 router = APIRouter(prefix="/api/v1")
 CERTIFICATES = "/accounts/{account_id}/certificates"
 op = functools.partial(operation, router)
-
-_NAME = r"^[A-Za-z0-9_-]{1,100}$"
-_MAX_PEM_CHARS = 64 * 1024
-
-
-class CertificateCreate(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    name: str = Field(pattern=_NAME, description="what a lambda passes to MTLSClient")
-    cert: str = Field(max_length=_MAX_PEM_CHARS,
-                      description="PEM client certificate; its chain may follow the leaf")
-    key: str = Field(max_length=_MAX_PEM_CHARS, description="PEM private key, unencrypted")
-    ca: str | None = Field(default=None, max_length=_MAX_PEM_CHARS,
-                           description="PEM CA certificate(s) the server's certificate must chain to")
-
-
-class CertificateOut(BaseModel):
-    name: str
-    subject: str
-    issuer: str
-    not_after_ms: int = Field(description="expiry, epoch milliseconds")
-    fingerprint: str = Field(description="SHA-256 of the certificate (DER), hex pairs")
-    has_ca: bool
-    created_ms: int
-
 
 async def _forward(request: Request, identity: Identity, body: BaseModel | None = None) -> Response:
     return await forward(request.app.state.registry, request, identity, body)

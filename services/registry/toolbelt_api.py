@@ -19,9 +19,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
+from fnbus.api_models import CERTIFICATE_NAME_PATTERN as NAME_PATTERN
 from fnbus.internal_api import require_service
 from services.registry.accounts import Accounts
-from services.registry.certificates import NAME_PATTERN, CertificateMaterial, Certificates
+from services.registry.certificates import CertificateMaterial, Certificates
 
 #: The secret-key rule of LivePerson Functions (LP-REFERENCE.md).
 SECRET_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
