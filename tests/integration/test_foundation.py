@@ -110,7 +110,8 @@ async def test_migrations_apply_once(database_url: str) -> None:
         # The session database may already be migrated by a service fixture; a
         # scratch schema proves the first application too.
         await conn.execute("DROP SCHEMA IF EXISTS mig_probe CASCADE; CREATE SCHEMA mig_probe")
-        await conn.execute("SET search_path TO mig_probe")
+        # Extensions (pg_trgm) live in public, where the session database has them already.
+        await conn.execute("SET search_path TO mig_probe, public")
         first = await apply_migrations(conn)
         assert first == [m.version for m in load_migrations()]
         assert await apply_migrations(conn) == []

@@ -120,13 +120,13 @@ async def test_git_url_and_path_dependencies_are_refused_on_save(hostile: Accoun
     assert "lodash" in message and spec in message, message
 
 
-async def test_a_path_dependency_that_passes_the_api_fails_its_deployment(hostile: Account) -> None:
+async def test_a_path_dependency_is_refused_when_saved(hostile: Account) -> None:
+    # The deployer refuses it too (tests/unit/test_dependencies.py); the API says so first.
     async with hostile.client() as h:
-        lambda_id = await create(h, "dots", GOOD, dependencies={"secret": ".."})
-        await start_deploy(h, lambda_id)
-        final = await wait_final(h, lambda_id)
-    assert final["deployment_state"] == "Failed"
-    assert final["deployment_cause"].startswith("dependency 'secret': '..' is a local path"), final
+        r = await h.post("/lambdas", json={"name": "dots", "code": GOOD, "runtime": "nodejs",
+                                           "dependencies": {"secret": ".."}})
+    assert r.status_code == 422, r.text
+    assert "dependency 'secret': '..' is a local path" in r.json()["error"]["message"]
 
 
 async def test_only_the_last_five_deployments_keep_an_image(

@@ -197,7 +197,7 @@ class Bystander:
 
 @pytest.fixture(scope="module")
 async def attacker(settings: Settings, gateway_url: str, run_id: str) -> tuple[Account, str]:
-    account = await create_account(settings, gateway_url, f"hostile{run_id}")
+    account = await create_account(settings, gateway_url, f"attacker{run_id}")
     return account, await deploy(account, "attacker", ATTACKER)
 
 

@@ -153,7 +153,9 @@ async def test_every_service_exports_conventional_metrics(
         for name, url in urls.items():
             await client.get(f"{url}/healthz")  # at least one request counted
             # any token is a method to the HTTP parser; each must not become a series
+            # (httptools refuses most made-up tokens itself; WebDAV's are valid HTTP)
             await client.request(f"BREW{name.upper().replace('_', '')}", f"{url}/healthz")
+            await client.request("PROPFIND", f"{url}/healthz")
             r = await client.get(f"{url}/metrics")
             assert r.status_code == 200, (name, r.text)
             out = promtool("check", "metrics", stdin=r.content)
