@@ -6,7 +6,9 @@ function from a template, edit it in the code editor (toolbelt completion), depl
 broken version and see its line marked, deploy a working one with progress, test-invoke
 it, find the call's log line in Logs and follow it to its invocation, schedule it, add a
 domain and a secret, and see Home's plot fill. Screenshots of every page are saved to
-docs/console/ (shown in README.md).
+$FNBUS_CONSOLE_SCREENSHOTS when set (`FNBUS_CONSOLE_SCREENSHOTS=docs/console` refreshes
+the ones README.md shows), else to a temporary directory, so a test run leaves the
+tree as it found it.
 
 Needs the built bundle (services/gateway/console/dist/, `make up` / `make test` build it)
 and /usr/bin/chromium (deploy/local/install.sh installs it).
@@ -14,7 +16,9 @@ and /usr/bin/chromium (deploy/local/install.sh installs it).
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,7 +31,9 @@ from tests.integration.mgmt_support import Account, create_account
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "console"
+SHOTS = Path(os.environ.get("FNBUS_CONSOLE_SCREENSHOTS")
+             or tempfile.mkdtemp(prefix="fnbus-console-shots-"))
+SHOTS.mkdir(parents=True, exist_ok=True)
 CHROMIUM = Path("/usr/bin/chromium")
 BUNDLE = ROOT / "services" / "gateway" / "console" / "dist" / "console.js"
 
@@ -77,7 +83,6 @@ async def page(platform: dict[str, str]) -> AsyncIterator[object]:
 
 
 async def shot(pg: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     await pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)  # type: ignore[attr-defined]
 
 
