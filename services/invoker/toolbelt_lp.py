@@ -53,7 +53,7 @@ from fnbus.context_models import (
 from fnbus.egress import Egress, EgressError, EgressRequest
 from fnbus.runner_protocol import ToolbeltCallError
 from services.invoker.oauth1 import Credentials, authorization_header
-from services.invoker.toolbelt import encode_response
+from services.invoker.toolbelt_http import encode_response
 
 log = logging.getLogger(__name__)
 

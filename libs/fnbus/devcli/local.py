@@ -58,7 +58,7 @@ class LocalToolbelt:
         self.deadline = deadline
 
     async def __call__(self, method: str, args: list[Any]) -> Any:
-        from services.invoker.toolbelt import encode_response, parse_http_request
+        from services.invoker.toolbelt_http import encode_response, parse_http_request
 
         if method == "ping":
             return {"pong": args}
