@@ -41,8 +41,8 @@ from tests.support import eventually, free_port, serve_in_loop
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("platform")]
 
 HUGE = "function lambda(input, callback) { callback(null, 'x'.repeat(3 * 1024 * 1024)); }\n"
-# Over the runner protocol's 8 MiB frame: the runner itself reports it, as the same error.
-HUGER = "function lambda(input, callback) { callback(null, 'x'.repeat(10 * 1024 * 1024)); }\n"
+# Over the runner protocol's 16 MiB frame: the runner itself reports it, as the same error.
+HUGER = "function lambda(input, callback) { callback(null, 'x'.repeat(17 * 1024 * 1024)); }\n"
 # Under the 1 MiB cap, so the invoker publishes it; 500 kB is over the test's reply topic limit.
 HALF_MB = "function lambda(input, callback) { callback(null, 'y'.repeat(500 * 1000)); }\n"
 NEAR_CAP = "function lambda(input, callback) { callback(null, 'z'.repeat(1000 * 1000)); }\n"
