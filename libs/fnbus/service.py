@@ -70,6 +70,23 @@ class Health:
         return all(v == "ok" for v in results.values()), results
 
 
+async def every(interval_s: float, action: Callable[[], Awaitable[int]], *, done: str,
+                failed: str) -> None:
+    """Run a housekeeping ``action`` every ``interval_s``, forever (cancel to stop).
+
+    ``action`` answers how many rows it removed; a non-zero count is logged as ``done``.
+    A failure is logged as ``failed`` and tried again the next round.
+    """
+    while True:
+        try:
+            count = await action()
+            if count:
+                log.info(done, extra={"count": count})
+        except Exception as exc:  # noqa: BLE001 - try again next round
+            log.warning(failed, extra={"error": str(exc)})
+        await asyncio.sleep(interval_s)
+
+
 class TaskGroup:
     """Long-running background loops of a service, cancelled on shutdown."""
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from fnbus import resources
 from fnbus.config import Settings
 from fnbus.schemas import DeploymentStatus
-from fnbus.service import TaskGroup, create_service_app
+from fnbus.service import TaskGroup, create_service_app, every
 from fnbus.topics import Topics, ensure_topics
 from services.registry.accounts import Accounts, platform_domain
 from services.registry.api import router
@@ -37,14 +37,8 @@ PRUNE_INTERVAL_S = 3600.0
 
 async def _prune_loop(events: EventRouter) -> None:
     """Forget routed event ids after a week (far beyond any redelivery)."""
-    while True:
-        try:
-            pruned = await events.prune()
-            if pruned:
-                log.info("pruned processed events", extra={"count": pruned})
-        except Exception as exc:  # noqa: BLE001 - try again next round
-            log.warning("pruning processed events failed", extra={"error": str(exc)})
-        await asyncio.sleep(PRUNE_INTERVAL_S)
+    await every(PRUNE_INTERVAL_S, events.prune, done="pruned processed events",
+                failed="pruning processed events failed")
 
 
 def create_app(settings: Settings) -> FastAPI:

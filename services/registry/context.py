@@ -19,7 +19,6 @@ Contract:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated, Any
 
@@ -39,6 +38,7 @@ from fnbus.context_models import (
 )
 from fnbus.errors import Conflict, NotFound
 from fnbus.internal_api import Who, require_service
+from fnbus.service import every
 from services.registry.accounts import ms
 
 log = logging.getLogger(__name__)
@@ -192,14 +192,8 @@ class ContextStore:
 
 async def purge_loop(store: ContextStore, interval_s: float = PURGE_INTERVAL_S) -> None:
     """Contract rule 4: purge expired properties every ``interval_s``."""
-    while True:
-        try:
-            purged = await store.purge_expired()
-            if purged:
-                log.info("purged expired context properties", extra={"count": purged})
-        except Exception as exc:  # noqa: BLE001 - try again next round
-            log.warning("purging context properties failed", extra={"error": str(exc)})
-        await asyncio.sleep(interval_s)
+    await every(interval_s, store.purge_expired, done="purged expired context properties",
+                failed="purging context properties failed")
 
 
 # -- internal routes ------------------------------------------------------------------
