@@ -7,11 +7,17 @@ every call, so a test can assert exactly what a lambda's client sent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from fnbus.runner_protocol import ToolbeltCallError
+from fnbus.runner_protocol import RunnerConnection, RunResult, ToolbeltCallError
 
 
 class FakeHost:
@@ -87,3 +93,50 @@ class FakeHost:
             records = [] if wanted == "missing" else [{"info": {"conversationId": wanted}}]
             answer["body"] = json.dumps({"_metadata": {"count": len(records)}, "conversationHistoryRecords": records})
         return answer
+
+
+class _RunnerProcess:
+    """One runner process listening on a socket in its own temporary directory."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="fntb-", dir="/tmp")
+        self.socket = os.path.join(self.dir, "runner.sock")
+        self.popen = subprocess.Popen(command, env={**env, "FNBUS_RUNNER_SOCKET": self.socket},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        self.popen.kill()
+        self.popen.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: ``await run(code, input, host=None)`` → (the lambda's result value, the fake host).
+Run = Callable[..., Awaitable[tuple[Any, FakeHost]]]
+
+
+@contextlib.asynccontextmanager
+async def lambda_runs(command: list[str], runtime: str, env: dict[str, str]) -> AsyncIterator[Run]:
+    """Runs each lambda in a fresh runner (``command``), answering its toolbelt calls with a
+    :class:`FakeHost`; every runner is stopped on exit."""
+    procs: list[_RunnerProcess] = []
+    conns: list[RunnerConnection] = []
+
+    async def _run(code: str, input: Any = None, host: FakeHost | None = None) -> tuple[Any, FakeHost]:
+        proc = _RunnerProcess(command, env)
+        procs.append(proc)
+        conn = RunnerConnection()
+        conns.append(conn)
+        await conn.connect(proc.socket, timeout_s=5)
+        await conn.init(code=code, runtime=runtime, account_id="le12345678", lambda_id="lambda-1")
+        host = host or FakeHost()
+        result: RunResult = await conn.run("act-1", input or {}, toolbelt=host)
+        assert result.ok, result.error
+        return result.value, host
+
+    try:
+        yield _run
+    finally:
+        for conn in conns:
+            await conn.close()
+        for proc in procs:
+            proc.stop()

@@ -13,8 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,8 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from fnbus import catalog
-from fnbus.runner_protocol import RunnerConnection, RunResult, ToolbeltCallError, check_first_line
-from tests.toolbelt_host import FakeHost
+from fnbus.runner_protocol import ToolbeltCallError, check_first_line
+from tests.toolbelt_host import FakeHost, Run, lambda_runs
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "libs" / "runtimes" / "node"
 RUNNER = NODE_DIR / "runner.js"
@@ -34,47 +33,11 @@ pytestmark = [
 ]
 
 
-class Proc:
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="fntb-", dir="/tmp")
-        self.socket = os.path.join(self.dir, "runner.sock")
-        env = {**os.environ, "FNBUS_RUNNER_SOCKET": self.socket}
-        self.popen = subprocess.Popen(
-            ["node", str(RUNNER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def stop(self) -> None:
-        self.popen.kill()
-        self.popen.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-Run = Callable[..., Awaitable[tuple[Any, FakeHost]]]
-
-
 @pytest.fixture
 async def run() -> AsyncIterator[Run]:
     """``await run(code, input)`` → (the lambda's result value, the fake host)."""
-    procs: list[Proc] = []
-    conns: list[RunnerConnection] = []
-
-    async def _run(code: str, input: Any = None, host: FakeHost | None = None) -> tuple[Any, FakeHost]:
-        proc = Proc()
-        procs.append(proc)
-        conn = RunnerConnection()
-        conns.append(conn)
-        await conn.connect(proc.socket, timeout_s=5)
-        await conn.init(code=code, runtime="node", account_id="le12345678", lambda_id="lambda-1")
-        host = host or FakeHost()
-        result: RunResult = await conn.run("act-1", input or {}, toolbelt=host)
-        assert result.ok, result.error
-        return result.value, host
-
-    yield _run
-    for conn in conns:
-        await conn.close()
-    for proc in procs:
-        proc.stop()
+    async with lambda_runs(["node", str(RUNNER)], "node", dict(os.environ)) as runs:
+        yield runs
 
 
 def lambda_body(body: str) -> str:

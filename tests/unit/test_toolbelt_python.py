@@ -13,19 +13,17 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from fnbus.runner_protocol import RunnerConnection, RunResult, check_first_line
-from tests.toolbelt_host import FakeHost
+from fnbus.runner_protocol import check_first_line
+from tests.toolbelt_host import Run, lambda_runs
 
 RUNNER = Path(__file__).resolve().parents[2] / "libs" / "runtimes" / "python" / "runner.py"
 PYTHON = shutil.which("python3") or sys.executable
@@ -33,48 +31,12 @@ PYTHON = shutil.which("python3") or sys.executable
 pytestmark = pytest.mark.timeout(20)
 
 
-class Proc:
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="fntp-", dir="/tmp")
-        self.socket = os.path.join(self.dir, "runner.sock")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env["FNBUS_RUNNER_SOCKET"] = self.socket
-        self.popen = subprocess.Popen(
-            [PYTHON, "-I", str(RUNNER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def stop(self) -> None:
-        self.popen.kill()
-        self.popen.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-Run = Callable[..., Awaitable[tuple[Any, FakeHost]]]
-
-
 @pytest.fixture
 async def run() -> AsyncIterator[Run]:
     """``await run(code, input)`` → (the handler's result value, the fake host)."""
-    procs: list[Proc] = []
-    conns: list[RunnerConnection] = []
-
-    async def _run(code: str, input: Any = None, host: FakeHost | None = None) -> tuple[Any, FakeHost]:
-        proc = Proc()
-        procs.append(proc)
-        conn = RunnerConnection()
-        conns.append(conn)
-        await conn.connect(proc.socket, timeout_s=5)
-        await conn.init(code=code, runtime="python", account_id="le12345678", lambda_id="lambda-1")
-        host = host or FakeHost()
-        result: RunResult = await conn.run("act-1", input or {}, toolbelt=host)
-        assert result.ok, result.error
-        return result.value, host
-
-    yield _run
-    for conn in conns:
-        await conn.close()
-    for proc in procs:
-        proc.stop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    async with lambda_runs([PYTHON, "-I", str(RUNNER)], "python", env) as runs:
+        yield runs
 
 
 PRELUDE = """\
