@@ -7,7 +7,12 @@ SHELL := /bin/bash
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-up: ## install what is missing, start Kafka, PostgreSQL, Docker and the six services
+# Replicas for up/status/bench: make up INVOKERS=3 GATEWAYS=2 (docs/scaling.md).
+INVOKERS ?=
+GATEWAYS ?=
+export INVOKERS GATEWAYS
+
+up: ## install what is missing, start Kafka, PostgreSQL, Docker and the six services (INVOKERS=n GATEWAYS=m)
 	@deploy/stack.sh up
 
 down: ## stop everything `make up` started

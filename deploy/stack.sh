@@ -2,7 +2,9 @@
 # The one-machine stack: what `make up`, `make down`, `make test` and `make bench` run.
 #
 #   stack.sh up      install what is missing, start infrastructure and the six
-#                    services, create the demo account, print URLs and the admin key
+#                    services, create the demo account, print URLs and the admin key;
+#                    INVOKERS=n / GATEWAYS=m (or FNBUS_INVOKERS / FNBUS_GATEWAYS) run
+#                    several invoker and gateway processes (docs/scaling.md)
 #   stack.sh down    stop the services, then the infrastructure we started
 #   stack.sh status  one line per component
 #   stack.sh test    install, start infrastructure, lint, type-check, run all tests
@@ -15,6 +17,9 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FNBUS_HOME=${FNBUS_HOME:-$REPO/.fnbus}
+# Replicas (make up INVOKERS=3 GATEWAYS=2); read by fnbus.config as FNBUS_INVOKERS/_GATEWAYS.
+export FNBUS_INVOKERS=${INVOKERS:-${FNBUS_INVOKERS:-1}}
+export FNBUS_GATEWAYS=${GATEWAYS:-${FNBUS_GATEWAYS:-1}}
 VENV=$REPO/.venv
 PY=$VENV/bin/python
 cd "$REPO"
@@ -93,7 +98,7 @@ cmd_up() {
   prepare
   secrets_env
   local_env
-  say "services: starting the six services"
+  say "services: starting the six services ($FNBUS_INVOKERS invoker(s), $FNBUS_GATEWAYS gateway(s))"
   "$VENV/bin/fnbus" local start
   "$PY" -m fnbus.demo
   say "fnbus is up in $(elapsed)"

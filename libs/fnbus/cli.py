@@ -21,12 +21,14 @@ def _serve(args: argparse.Namespace) -> int:
     from fnbus.logs import setup_logging
     from fnbus.service import serve
 
-    settings = Settings()
+    # --instance-id wins over FNBUS_INSTANCE_ID: `fnbus local start` names each replica
+    # on its command line, so the pid's cmdline says which replica it is.
+    settings = Settings(**({"instance_id": args.instance_id} if args.instance_id else {}))
     setup_logging(args.service, settings.log_level, settings.log_json)
     module = importlib.import_module(f"services.{args.service}.app")
     app = module.create_app(settings)
     port = args.port or settings.port_of(args.service)
-    serve(app, settings.bind_host, port)
+    serve(app, settings.bind_host, port, shared_port=args.shared_port)
     return 0
 
 
@@ -68,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run one service in the foreground")
     p.add_argument("service", choices=SERVICE_NAMES)
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--port", type=int, default=None, help="this process's own port")
+    p.add_argument("--shared-port", type=int, default=None,
+                   help="also serve on this port, shared with other replicas (SO_REUSEPORT)")
+    p.add_argument("--instance-id", default=None, help="overrides FNBUS_INSTANCE_ID")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("migrate", help="apply pending database migrations")
@@ -77,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("topics", help="create the Kafka topics that are missing")
     p.set_defaults(func=_topics)
 
-    p = sub.add_parser("local", help="start/stop the six services as local processes")
+    p = sub.add_parser("local", help="start/stop the six services as local processes "
+                                      "(FNBUS_INVOKERS / FNBUS_GATEWAYS replicas)")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("services", nargs="*", default=[], help="default: all six")
     p.set_defaults(func=_local)

@@ -134,6 +134,15 @@ class Settings(BaseSettings):
     # /metrics answers any client when true; otherwise loopback clients or the service token.
     metrics_public: bool = False
 
+    # -- scale-out of the local stack (docs/scaling.md) ----------------------------------
+    # `make up INVOKERS=3 GATEWAYS=2`: invoker processes in one consumer group, gateway
+    # processes sharing gateway_port (SO_REUSEPORT). Replica n of the invoker serves its
+    # own HTTP on invoker_port + (n-1) * replica_port_step; with several gateways,
+    # replica n answers /healthz and /metrics for itself on gateway_port + n * step.
+    invokers: int = Field(default=1, ge=1, le=9)
+    gateways: int = Field(default=1, ge=1, le=9)
+    replica_port_step: int = Field(default=100, ge=1)
+
     def sockets_path(self) -> Path:
         return Path(self.socket_dir) if self.socket_dir else self.home / "sockets"
 

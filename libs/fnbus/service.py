@@ -13,6 +13,7 @@ import html
 import ipaddress
 import json
 import logging
+import socket
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
@@ -431,12 +432,47 @@ def allow_status(status: int, phrase: str) -> None:
 FAST_SERVER: dict[str, Any] = {"loop": "uvloop", "http": "httptools"}
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
-    """Run until SIGTERM/SIGINT; uvicorn then runs the lifespan shutdown (drain)."""
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for uvicorn to serve (it listens on it).
+
+    ``reuse_port`` sets SO_REUSEPORT: several processes of the same user may then
+    bind the same address, and the kernel spreads new connections over them (each
+    connection stays with the process that accepted it). A process that binds the
+    port without the option (an older single gateway, a stranger) makes the bind
+    fail, as it should.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(app: FastAPI, host: str, port: int, *, shared_port: int | None = None) -> None:
+    """Run until SIGTERM/SIGINT; uvicorn then runs the lifespan shutdown (drain).
+
+    ``port`` is this process's own; with ``shared_port`` the same app is also served on
+    that port, bound with SO_REUSEPORT so that several replicas share it
+    (:func:`listening_socket`). The own port then answers for this replica alone
+    (health, metrics), the shared one for whichever replica the kernel picks.
+    """
     import uvicorn
 
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False,
         timeout_graceful_shutdown=20, lifespan="on", **FAST_SERVER,
     )
-    uvicorn.Server(config).run()
+    sockets = [listening_socket(host, port)]
+    if shared_port is not None:
+        sockets.append(listening_socket(host, shared_port, reuse_port=True))
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
