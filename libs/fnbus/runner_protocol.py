@@ -48,6 +48,7 @@ import inspect
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,7 +285,9 @@ class RunResult:
 
     ``duration_ms`` is measured by the runner from calling the handler to its
     first completion. ``logs`` holds the log frames kept within the budget,
-    followed by the truncation marker when something was dropped.
+    followed by the truncation marker when something was dropped. ``sent_ns`` and
+    ``received_ns`` are the host's wall clock (``time.time_ns``) when the run
+    request was written and when its result frame was read (hop timing).
     """
 
     ok: bool
@@ -293,6 +296,8 @@ class RunResult:
     duration_ms: float
     logs: list[LogEntry]
     logs_truncated: bool
+    sent_ns: int = 0
+    received_ns: int = 0
 
 
 #: ``on_log`` callbacks may be plain functions or coroutine functions.
@@ -620,6 +625,7 @@ class RunnerConnection:
         # runner keeps the default, which is what the invoker gives every init).
         self._log_limit = LogLimit()
         self.state = ConnectionState.UNOPENED
+        self._sent_ns = 0  # wall clock when the last init/run request was written
         self.info: RunnerInfo | None = None
         self.socket_path: str | None = None
 
@@ -777,6 +783,7 @@ class RunnerConnection:
         budget = LogBudget(self._log_limit)
         reply = await self._exchange(message, "result", budget, on_log,
                                      toolbelt or default_toolbelt_handler)
+        received_ns = time.time_ns()
         ok = reply.get("ok")
         if not isinstance(ok, bool):
             raise RunnerProtocolError("result needs a boolean 'ok'")
@@ -789,6 +796,8 @@ class RunnerConnection:
             duration_ms=float(duration) if isinstance(duration, int | float) else 0.0,
             logs=budget.kept,
             logs_truncated=bool(reply.get("logs_truncated")) or budget.truncated,
+            sent_ns=self._sent_ns,
+            received_ns=received_ns,
         )
 
     # ---- internals
@@ -818,6 +827,7 @@ class RunnerConnection:
         completed = False
         try:
             await self._write(frame)
+            self._sent_ns = time.time_ns()
             while True:
                 incoming = await self._read()
                 frames += 1

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fnbus.tracing import new_trace_id
+
 SCHEMA_VERSION = 1
 
 
@@ -86,6 +88,11 @@ class InvocationRequest(Message):
     created_ms: int = Field(default_factory=now_ms)  # when the caller asked
     timeout_ms: int | None = None  # execution limit; None = the platform default (30 s)
     partition_key: str | None = None  # ordering key (e.g. conversation id)
+    # W3C trace id (32 hex) of the invocation; a producer that sets none (platform
+    # events, schedules, an older gateway) starts a new trace. Retries and dead-letter
+    # replays copy the request, so every attempt stays in the trace (fnbus.tracing).
+    trace_id: str = Field(default_factory=new_trace_id)
+    parent_id: str | None = None  # span id (16 hex) of the component that asked: the gateway's
 
 
 class InvocationError(BaseModel):
@@ -116,6 +123,11 @@ class InvocationResult(Message):
     logs: list[LogEntryOut] = Field(default_factory=list)  # the lambda's console lines
     logs_truncated: bool = False  # the per-invocation log limit dropped lines
     finished_ms: int = Field(default_factory=now_ms)
+    # The invoker's wall clock (time.time_ns) for the gateway's Server-Timing hops
+    # (fnbus.tracing); None when not measured (an older invoker, the code never ran).
+    consumed_ns: int | None = None  # the invoker took the request record
+    runner_sent_ns: int | None = None  # the run request was written to the runner
+    runner_received_ns: int | None = None  # the runner's result was read back
 
 
 class ActivationRecord(Message):
@@ -136,6 +148,10 @@ class ActivationRecord(Message):
     duration_ms: int
     cold_start: bool = False
     invoker: str = ""  # instance that ran it
+    trace_id: str | None = None  # W3C trace id of the invocation (None: older records)
+    # Hops measured by the invoker, ms: "dispatch" (took the record → run request written
+    # to the runner) and "runner" (written → result read back); absent when not measured.
+    hops_ms: dict[str, float] | None = None
 
 
 class LogLevel(str, Enum):
@@ -156,6 +172,7 @@ class LogLine(Message):
     level: LogLevel
     message: str
     ts_ms: int
+    trace_id: str | None = None  # W3C trace id of the invocation (None: older records)
 
 
 class DeployRequest(Message):

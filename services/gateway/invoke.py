@@ -4,6 +4,11 @@ Synchronous calls produce an :class:`InvocationRequest` whose ``reply_to`` is th
 gateway instance's own reply topic and wait for the :class:`InvocationResult`
 with the same activation id. Asynchronous calls answer 202 with the activation
 id at once; the result is read later from log-ingest.
+
+Every invocation carries a W3C trace (:mod:`fnbus.tracing`): the caller's valid
+``traceparent`` or a new one. Answers carry a ``traceparent`` with the same trace
+id and the gateway's span id; synchronous answers also a ``Server-Timing`` header
+with the hops of the call (total, produce, queue, dispatch, runner, reply).
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import time
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from fnbus import catalog
@@ -35,6 +43,17 @@ from fnbus.schemas import (
     LambdaChange,
 )
 from fnbus.service import FastJSONResponse, FastJSONRoute
+from fnbus.tracing import (
+    DEFAULT_FLAGS,
+    TRACEPARENT,
+    HopClock,
+    format_traceparent,
+    hops_ms,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+    server_timing,
+)
 from services.gateway.auth import require
 from services.gateway.routes import ERRORS
 
@@ -49,6 +68,14 @@ REPLY_GRACE_S = 15.0
 SUBMIT_TIMEOUT_S = 10.0
 LP_LAMBDA_ERROR_STATUS = 901  # the original platform's status for the lambda's own failure
 FETCH_MAX_WAIT_MS = 200  # reply reader: long-poll bound; does not delay replies
+#: ASGI scope key: wall clock (time.time_ns) at which the invoke route took the request.
+RECEIVED_NS = "fnbus.received_ns"
+
+# The hop clock of the synchronous call in progress. A context variable rather than a
+# parameter so that ``Invocations.call(request)`` and ``submit(request, timeout_s)``
+# keep the signatures that other callers and test doubles (bench/front.py) implement;
+# each request runs in its own task, hence its own context.
+_CLOCK: ContextVar[HopClock | None] = ContextVar("fnbus_hop_clock", default=None)
 
 
 def _late_send_done(send: asyncio.Future[Any]) -> None:
@@ -69,6 +96,7 @@ class ReplyWaiter:
         self.bootstrap = bootstrap
         self.topic = topic
         self._pending: dict[str, asyncio.Future[InvocationResult]] = {}
+        self._clocks: dict[str, HopClock] = {}  # timed calls: when their reply was read
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -89,6 +117,7 @@ class ReplyWaiter:
         assert self._consumer is not None
         while True:
             batch = await self._consumer.getmany(timeout_ms=200)
+            arrived_ns = time.time_ns()  # the end of the "reply" hop
             for records in batch.values():
                 for record in records:
                     try:
@@ -98,15 +127,25 @@ class ReplyWaiter:
                         continue
                     future = self._pending.pop(result.activation_id, None)
                     if future is not None and not future.done():
+                        if self._clocks:
+                            clock = self._clocks.pop(result.activation_id, None)
+                            if clock is not None:
+                                clock.reply_ns = arrived_ns
                         future.set_result(result)
 
-    def expect(self, activation_id: str) -> asyncio.Future[InvocationResult]:
+    def expect(self, activation_id: str, clock: HopClock | None = None
+               ) -> asyncio.Future[InvocationResult]:
+        """A future for the reply; ``clock.reply_ns`` is set when it is read."""
         future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
         self._pending[activation_id] = future
+        if clock is not None:
+            self._clocks[activation_id] = clock
         return future
 
     def forget(self, activation_id: str) -> None:
         self._pending.pop(activation_id, None)
+        if self._clocks:
+            self._clocks.pop(activation_id, None)
 
     async def check(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -147,6 +186,9 @@ class Invocations:
                      timeout_s: float = SUBMIT_TIMEOUT_S) -> None:
         # Shielded: a send given up on here stays with the producer (cancelling
         # it half-way would help no one); its late outcome is only logged.
+        clock = _CLOCK.get()
+        if clock is not None:
+            clock.produce_ns = time.time_ns()
         send = asyncio.ensure_future(
             self.producer.send(self.topic, request.to_bytes(), key=request.lambda_id))
         try:
@@ -160,9 +202,11 @@ class Invocations:
         except Exception as exc:  # noqa: BLE001 - any broker failure is a 503 for the caller
             raise UpstreamUnavailable(f"could not queue the invocation: {type(exc).__name__}",
                                       code="broker_unavailable") from None
+        if clock is not None:
+            clock.acked_ns = time.time_ns()
 
     async def call(self, request: InvocationRequest) -> InvocationResult:
-        future = self.replies.expect(request.activation_id)
+        future = self.replies.expect(request.activation_id, _CLOCK.get())
         try:
             # One budget for queueing and waiting: the caller hears back within it.
             wait_s = (request.timeout_ms or self.default_timeout_ms) / 1000 + REPLY_GRACE_S
@@ -184,11 +228,70 @@ class InvokeBody(BaseModel):
     timestamp: int | None = Field(default=None, description="epoch ms (original platform's field)")
 
 
-router = APIRouter(route_class=FastJSONRoute)  # orjson answers, Rust-parsed bodies
+class TimedRoute(FastJSONRoute):
+    """:class:`FastJSONRoute` that notes when it took the request (start of ``total``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def timed_handler(request: Request) -> Response:
+            request.scope[RECEIVED_NS] = time.time_ns()
+            return await handler(request)
+
+        return timed_handler
+
+
+router = APIRouter(route_class=TimedRoute)  # orjson answers, Rust-parsed bodies
 
 
 def _invocations(request: Request) -> Invocations:
     return request.app.state.invocations
+
+
+class Trace:
+    """The trace of one invocation as the gateway sees it (see :mod:`fnbus.tracing`)."""
+
+    __slots__ = ("trace_id", "span_id", "flags")
+
+    def __init__(self, request: Request) -> None:
+        # The caller's traceparent if it is valid; otherwise (or without one) a new trace.
+        parent = parse_traceparent(request.headers.get(TRACEPARENT))
+        self.span_id = new_span_id()  # the gateway's span: parent of the invoker's work
+        if parent is None:
+            self.trace_id, self.flags = new_trace_id(), DEFAULT_FLAGS
+        else:
+            self.trace_id, self.flags = parent.trace_id, parent.flags
+
+    def header(self) -> str:
+        return format_traceparent(self.trace_id, self.span_id, self.flags)
+
+
+async def _timed_call(inv: Invocations, req: InvocationRequest, request: Request
+                      ) -> tuple[InvocationResult, HopClock]:
+    clock = HopClock(request.scope.get(RECEIVED_NS, 0))
+    token = _CLOCK.set(clock)
+    try:
+        return await inv.call(req), clock
+    finally:
+        _CLOCK.reset(token)
+
+
+R = TypeVar("R", bound=Response)
+
+
+def _stamp(response: R, trace: Trace, clock: HopClock | None = None,
+           result: InvocationResult | None = None) -> R:
+    """Add ``traceparent`` and, for a finished sync call, ``Server-Timing`` to ``response``."""
+    response.raw_headers.append((b"traceparent", trace.header().encode()))
+    if clock is not None and result is not None:
+        hops = hops_ms(received_ns=clock.received_ns, produce_ns=clock.produce_ns,
+                       acked_ns=clock.acked_ns, consumed_ns=result.consumed_ns,
+                       runner_sent_ns=result.runner_sent_ns,
+                       runner_received_ns=result.runner_received_ns, reply_ns=clock.reply_ns,
+                       ready_ns=time.time_ns())
+        if hops:
+            response.raw_headers.append((b"server-timing", server_timing(hops).encode()))
+    return response
 
 
 def _error_status(result: InvocationResult) -> int:
@@ -216,11 +319,14 @@ def _ours(result: InvocationResult) -> JSONResponse:
 
 
 def _new_request(identity: Identity, lambda_id: str, body: InvokeBody, state: LambdaChange,
-                 source: EventSource, reply_to: str | None, timeout_ms: int | None = None
-                 ) -> InvocationRequest:
+                 source: EventSource, reply_to: str | None, timeout_ms: int | None = None,
+                 trace: Trace | None = None) -> InvocationRequest:
+    traced: dict[str, Any] = {"trace_id": trace.trace_id, "parent_id": trace.span_id} \
+        if trace is not None else {}
     return InvocationRequest(account_id=identity.account_id, lambda_id=lambda_id,
                              version=state.deployed_version, source=source, headers=body.headers,
-                             payload=body.payload, reply_to=reply_to, timeout_ms=timeout_ms)
+                             payload=body.payload, reply_to=reply_to, timeout_ms=timeout_ms,
+                             **traced)
 
 
 @router.post("/api/v1/accounts/{account_id}/lambdas/{lambda_id}/invoke", responses=ERRORS,
@@ -239,15 +345,18 @@ async def invoke(account_id: str, lambda_id: str, body: InvokeBody, request: Req
         raise Unprocessable(f"timeout_ms may not exceed the platform limit of "
                             f"{inv.default_timeout_ms} ms", code="invalid_timeout")
     state = await inv.deployed(account_id, lambda_id)
+    trace = Trace(request)
     if run_async:
-        req = _new_request(who, lambda_id, body, state, EventSource.HTTP, None, timeout_ms)
+        req = _new_request(who, lambda_id, body, state, EventSource.HTTP, None, timeout_ms, trace)
         await inv.submit(req)
-        return FastJSONResponse({"activation_id": req.activation_id}, status_code=202,
-                                headers={"Location": f"/api/v1/accounts/{account_id}/activations/"
-                                                     f"{req.activation_id}"})
+        return _stamp(FastJSONResponse(
+            {"activation_id": req.activation_id}, status_code=202,
+            headers={"Location": f"/api/v1/accounts/{account_id}/activations/"
+                                 f"{req.activation_id}"}), trace)
     req = _new_request(who, lambda_id, body, state, EventSource.HTTP, request.app.state.reply_topic,
-                       timeout_ms)
-    return _ours(await inv.call(req))
+                       timeout_ms, trace)
+    result, clock = await _timed_call(inv, req, request)
+    return _stamp(_ours(result), trace, clock, result)
 
 
 class TestBody(BaseModel):
@@ -270,9 +379,11 @@ async def test_invoke(account_id: str, lambda_id: str, request: Request,
         sample = template.sample_payload if template else {}
     payload = body.payload if body and body.payload is not None else sample.get("payload", sample)
     invoke_body = InvokeBody(headers=(body.headers if body and body.headers else []), payload=payload)
+    trace = Trace(request)
     req = _new_request(who, lambda_id, invoke_body, state, EventSource.TEST,
-                       request.app.state.reply_topic)
-    return _ours(await inv.call(req))
+                       request.app.state.reply_topic, trace=trace)
+    result, clock = await _timed_call(inv, req, request)
+    return _stamp(_ours(result), trace, clock, result)
 
 
 # -- the original platform's external invocation API ---------------------------------------
@@ -303,11 +414,16 @@ async def lp_invoke(accountId: str, lambda_id: str, body: InvokeBody, request: R
     except (NotFound, Conflict) as exc:
         return FastJSONResponse({"errorCode": ErrorCode.NOT_DEPLOYED, "errorMsg": exc.message},
                                 status_code=404)
-    req = _new_request(who, lambda_id, body, state, EventSource.HTTP, request.app.state.reply_topic)
-    result = await inv.call(req)
+    trace = Trace(request)
+    req = _new_request(who, lambda_id, body, state, EventSource.HTTP, request.app.state.reply_topic,
+                       trace=trace)
+    result, clock = await _timed_call(inv, req, request)
     if result.outcome is InvocationOutcome.SUCCEEDED:
-        return FastJSONResponse(result.result, headers={"X-Activation-Id": result.activation_id})
-    return _lp_error(result)
+        response: JSONResponse = FastJSONResponse(result.result,
+                                                  headers={"X-Activation-Id": result.activation_id})
+    else:
+        response = _lp_error(result)
+    return _stamp(response, trace, clock, result)
 
 
 # -- reading results back -----------------------------------------------------------------

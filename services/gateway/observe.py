@@ -93,6 +93,9 @@ async def search_logs(
     until: Annotated[str | None, Query(description="epoch ms or ISO 8601")] = None,
     q: Annotated[str | None, Query(max_length=500, description="substring of the message")] = None,
     activation_id: str | None = None,
+    trace_id: Annotated[str | None, Query(
+        max_length=64, description="W3C trace id (32 hex): every line of one invocation, "
+                                   "all attempts; see the traceparent of its response")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Response:
@@ -111,6 +114,7 @@ async def stream_logs(
     levels: Annotated[list[str] | None, Query()] = None,
     q: Annotated[str | None, Query(max_length=500)] = None,
     activation_id: str | None = None,
+    trace_id: Annotated[str | None, Query(max_length=64, description="W3C trace id")] = None,
     heartbeat_s: Annotated[float, Query(ge=0.5, le=300)] = 15.0,
 ) -> Response:
     if SSE not in request.headers.get("accept", ""):

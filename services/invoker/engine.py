@@ -74,6 +74,7 @@ from fnbus.schemas import (
     now_ms,
 )
 from fnbus.topics import Topics
+from fnbus.tracing import hops_ms
 from services.invoker.manager import Code, ContainerPool
 from services.invoker.pool import VersionKey
 from services.invoker.proxy import ContainerProxy, InitFailed, ProxyError
@@ -123,22 +124,30 @@ class NotDeployed(Exception):
 
 
 class RecentActivations:
-    """Bounded memory of (activation id, attempt) pairs taken on, oldest forgotten first."""
+    """Bounded memory of (activation id, attempt) pairs taken on, oldest forgotten first.
+
+    Each pair keeps the wall clock (``time.time_ns``) at which it was taken: the start
+    of the ``dispatch`` hop (:mod:`fnbus.tracing`).
+    """
 
     def __init__(self, size: int = RECENT_ACTIVATIONS) -> None:
         self.size = size
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int], int] = OrderedDict()
 
-    def take(self, activation_id: str, attempt: int) -> bool:
+    def take(self, activation_id: str, attempt: int, taken_ns: int = 0) -> bool:
         """True the first time a pair is seen; False for a duplicate."""
         key = (activation_id, attempt)
         if key in self._seen:
             self._seen.move_to_end(key)
             return False
-        self._seen[key] = None
+        self._seen[key] = taken_ns
         if len(self._seen) > self.size:
             self._seen.popitem(last=False)
         return True
+
+    def taken_ns(self, activation_id: str, attempt: int) -> int | None:
+        """When the pair was taken (wall clock, ns); None if unknown."""
+        return self._seen.get((activation_id, attempt)) or None
 
     def forget(self, activation_id: str, attempt: int) -> None:
         self._seen.pop((activation_id, attempt), None)
@@ -171,6 +180,7 @@ class Invoker:
 
     # -- entry point -----------------------------------------------------------------------
     async def handle_record(self, record: ConsumerRecord) -> None:
+        consumed_ns = time.time_ns()
         try:
             request = InvocationRequest.from_bytes(record.value)
         except ValidationError as exc:
@@ -181,10 +191,11 @@ class Invoker:
             log.error("dropping invocation request of unknown schema version",
                       extra={"activation_id": request.activation_id})
             return
-        await self.handle(request)
+        await self.handle(request, consumed_ns)
 
-    async def handle(self, request: InvocationRequest) -> None:
-        if not self.recent.take(request.activation_id, request.attempt):
+    async def handle(self, request: InvocationRequest, consumed_ns: int | None = None) -> None:
+        if not self.recent.take(request.activation_id, request.attempt,
+                                consumed_ns or time.time_ns()):
             DUPLICATES.labels(request.source.value).inc()
             log.info("skipping a request this invoker already took", extra={
                 "activation_id": request.activation_id, "account_id": request.account_id,
@@ -323,6 +334,7 @@ class Invoker:
 
     async def execute(self, request: InvocationRequest
                       ) -> tuple[InvocationResult, ActivationRecord, list[LogEntry]]:
+        consumed_ns = self.recent.taken_ns(request.activation_id, request.attempt)
         started_ms = now_ms()
         t0 = time.perf_counter()
         timeout_s = (request.timeout_ms or self.default_timeout_ms) / 1000
@@ -392,22 +404,29 @@ class Invoker:
         DURATION.labels(str(cold).lower()).observe(time.perf_counter() - t0)
         INVOCATIONS.labels(request.source.value, outcome.value).inc()
         log_out = [LogEntryOut(level=e.level.value, message=e.message, ts_ms=e.ts_ms) for e in logs]
+        sent_ns = (run.sent_ns or None) if run is not None else None
+        received_ns = (run.received_ns or None) if run is not None else None
+        hops = hops_ms(consumed_ns=consumed_ns, runner_sent_ns=sent_ns,
+                       runner_received_ns=received_ns)
         result = InvocationResult(
             activation_id=request.activation_id, account_id=request.account_id,
             lambda_id=request.lambda_id, outcome=outcome,
             result=run.value if run is not None and run.ok and error is None else None, error=error,
             duration_ms=duration_ms, cold_start=cold, logs=log_out,
-            logs_truncated=bool(run and run.logs_truncated), finished_ms=finished_ms)
+            logs_truncated=bool(run and run.logs_truncated), finished_ms=finished_ms,
+            consumed_ns=consumed_ns, runner_sent_ns=sent_ns, runner_received_ns=received_ns)
         record = ActivationRecord(
             activation_id=request.activation_id, account_id=request.account_id,
             lambda_id=request.lambda_id, version=version, source=request.source,
             event_id=request.event_id, attempt=request.attempt, outcome=outcome,
             result=result.result, error=error, started_ms=started_ms, finished_ms=finished_ms,
-            duration_ms=duration_ms, cold_start=cold, invoker=self.instance)
+            duration_ms=duration_ms, cold_start=cold, invoker=self.instance,
+            trace_id=request.trace_id,
+            hops_ms={k: round(v, 3) for k, v in hops.items()} or None)
         log.info("invocation finished", extra={
             "activation_id": request.activation_id, "account_id": request.account_id,
             "lambda_id": request.lambda_id, "outcome": outcome.value, "cold": cold,
-            "duration_ms": duration_ms})
+            "duration_ms": duration_ms, "trace_id": request.trace_id})
         return result, record, logs
 
     @staticmethod
@@ -434,7 +453,7 @@ class Invoker:
             line = LogLine(activation_id=request.activation_id, account_id=request.account_id,
                            lambda_id=request.lambda_id, seq=seq,
                            level=LogLevel(entry.level.value), message=entry.message,
-                           ts_ms=entry.ts_ms)
+                           ts_ms=entry.ts_ms, trace_id=request.trace_id)
             futures.append(await self.producer.send_nowait(self.topics.logs, line.to_bytes(),
                                                            key=request.activation_id))
         await asyncio.gather(*futures)

@@ -126,6 +126,7 @@ def parse_activation(value: bytes | None) -> ActivationRecord:
     for name in ("activation_id", "account_id", "lambda_id"):
         _check_id(name, getattr(rec, name))
     _check_id("event_id", rec.event_id, optional=True)
+    _check_id("trace_id", rec.trace_id, optional=True)
     for name in ("attempt", "version", "duration_ms"):
         _check_int32(name, getattr(rec, name))
     _check_ms("started_ms", rec.started_ms)
@@ -138,6 +139,7 @@ def parse_log_line(value: bytes | None) -> LogLine:
     line = _parse(LogLine, value)
     for name in ("activation_id", "account_id", "lambda_id"):
         _check_id(name, getattr(line, name))
+    _check_id("trace_id", line.trace_id, optional=True)
     _check_int32("seq", line.seq)
     _check_ms("ts_ms", line.ts_ms)
     return line
@@ -187,9 +189,10 @@ def datetime_to_ms(value: datetime) -> int:
 ACTIVATION_COLUMNS = (
     "activation_id", "attempt", "account_id", "lambda_id", "version", "source", "event_id",
     "outcome", "result", "error", "started_at", "finished_at", "duration_ms", "cold_start",
-    "invoker",
+    "invoker", "trace_id", "hops_ms",
 )
-LOG_COLUMNS = ("activation_id", "seq", "account_id", "lambda_id", "level", "message", "ts")
+LOG_COLUMNS = ("activation_id", "seq", "account_id", "lambda_id", "level", "message", "ts",
+               "trace_id")
 
 
 def _json_text(value: Any) -> str | None:
@@ -224,6 +227,8 @@ def activation_row(rec: ActivationRecord) -> tuple[Any, ...]:
         rec.duration_ms,
         rec.cold_start,
         clean_text(rec.invoker),
+        rec.trace_id,
+        _json_text(rec.hops_ms),
     )
 
 
@@ -237,6 +242,7 @@ def log_row(line: LogLine) -> tuple[Any, ...]:
         line.level.value,
         clean_text(line.message),
         ms_to_datetime(line.ts_ms),
+        line.trace_id,
     )
 
 
@@ -287,6 +293,8 @@ def activation_item(row: Mapping[str, Any]) -> dict[str, Any]:
         duration_ms=row["duration_ms"],
         cold_start=row["cold_start"],
         invoker=row["invoker"],
+        trace_id=row.get("trace_id"),
+        hops_ms=row.get("hops_ms"),
     )
     return rec.model_dump(mode="json")
 
@@ -301,5 +309,6 @@ def log_item(row: Mapping[str, Any]) -> dict[str, Any]:
         level=row["level"],
         message=row["message"],
         ts_ms=datetime_to_ms(row["ts"]),
+        trace_id=row.get("trace_id"),
     )
     return line.model_dump(mode="json")

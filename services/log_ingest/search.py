@@ -24,7 +24,8 @@ import asyncpg
 from services.log_ingest.records import EPOCH
 from services.log_ingest.rollups import COUNT_COLUMNS, Grain
 
-_LOG_COLUMNS = "activation_id, seq, account_id, lambda_id, level, message, ts, ingest_id"
+_LOG_COLUMNS = ("activation_id, seq, account_id, lambda_id, level, message, ts, trace_id, "
+                "ingest_id")
 
 
 class BadCursor(ValueError):
@@ -75,6 +76,7 @@ class LogFilter:
     until: datetime | None = None
     q: str | None = None
     activation_id: str | None = None
+    trace_id: str | None = None  # every line of one trace (W3C trace id)
 
 
 def _like_pattern(q: str) -> str:
@@ -103,6 +105,8 @@ def _where(f: LogFilter, retention_days: int) -> tuple[list[str], list[Any]]:
         clauses.append(f"message ILIKE {arg(_like_pattern(f.q))}")
     if f.activation_id is not None:
         clauses.append(f"activation_id = {arg(f.activation_id)}")
+    if f.trace_id is not None:
+        clauses.append(f"trace_id = {arg(f.trace_id)}")
     return clauses, args
 
 

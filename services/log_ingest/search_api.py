@@ -9,6 +9,7 @@ other services (the email reports) call the same routes. See docs/observability.
   (repeatable or comma-separated: debug, info, warn, error; ``info`` includes the
   original's ``log``), ``since``/``until`` (epoch ms or ISO 8601, at most
   ``retention_days`` back), ``q`` (substring, case-insensitive), ``activation_id``,
+  ``trace_id`` (the W3C trace id of an invocation: all its lines, every attempt),
   ``limit`` (1–1000, default 100), ``cursor`` → ``{"items", "next_cursor"}``,
   newest first.
 - ``GET /internal/search/logs/stream`` — the same filters (no paging) as
@@ -108,7 +109,7 @@ def stored_levels(values: list[str]) -> list[str]:
 
 def log_filter(store: SearchStore, account_id: str, lambda_id: list[str], levels: list[str],
                since: str | None, until: str | None, q: str | None,
-               activation_id: str | None) -> LogFilter:
+               activation_id: str | None, trace_id: str | None = None) -> LogFilter:
     start = parse_time("since", since)
     end = parse_time("until", until)
     oldest = datetime.now(UTC) - timedelta(days=store.retention_days)
@@ -119,7 +120,8 @@ def log_filter(store: SearchStore, account_id: str, lambda_id: list[str], levels
         raise Unprocessable("until is before since", code="invalid_time")
     return LogFilter(account_id=account_id, lambda_ids=tuple(lambda_id),
                      levels=tuple(stored_levels(levels)), since=start, until=end,
-                     q=q or None, activation_id=activation_id or None)
+                     q=q or None, activation_id=activation_id or None,
+                     trace_id=trace_id.lower() if trace_id else None)
 
 
 @router.get("/search/logs")
@@ -130,10 +132,12 @@ async def search_logs(
     since: str | None = None, until: str | None = None,
     q: Annotated[str | None, Query(max_length=500)] = None,
     activation_id: str | None = None,
+    trace_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    f = log_filter(store, account_id, lambda_id, levels, since, until, q, activation_id)
+    f = log_filter(store, account_id, lambda_id, levels, since, until, q, activation_id,
+                   trace_id)
     try:
         after = Cursor.decode(cursor) if cursor else None
     except BadCursor as exc:
@@ -192,9 +196,11 @@ async def stream_logs(
     levels: Annotated[list[str], Query()] = [],  # noqa: B006
     q: Annotated[str | None, Query(max_length=500)] = None,
     activation_id: str | None = None,
+    trace_id: Annotated[str | None, Query(max_length=64)] = None,
     heartbeat_s: Annotated[float, Query(ge=0.5, le=300)] = TAIL_HEARTBEAT_S,
 ) -> StreamingResponse:
-    f = log_filter(store, account_id, lambda_id, levels, None, None, q, activation_id)
+    f = log_filter(store, account_id, lambda_id, levels, None, None, q, activation_id,
+                   trace_id)
     return StreamingResponse(
         tail_events(request, store, f, heartbeat_s=heartbeat_s),
         media_type="text/event-stream",

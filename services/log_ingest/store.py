@@ -42,10 +42,12 @@ ROW_ERRORS: tuple[type[Exception], ...] = (
 _INSERT_ACTIVATIONS = f"""
 INSERT INTO activations ({", ".join(ACTIVATION_COLUMNS)})
 SELECT activation_id, attempt, account_id, lambda_id, version, source, event_id, outcome,
-       result::jsonb, error::jsonb, started_at, finished_at, duration_ms, cold_start, invoker
+       result::jsonb, error::jsonb, started_at, finished_at, duration_ms, cold_start, invoker,
+       trace_id, hops_ms::jsonb
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::integer[], $6::text[],
             $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
-            $12::timestamptz[], $13::integer[], $14::boolean[], $15::text[])
+            $12::timestamptz[], $13::integer[], $14::boolean[], $15::text[], $16::text[],
+            $17::text[])
      AS r({", ".join(ACTIVATION_COLUMNS)})
 ON CONFLICT (activation_id, attempt, finished_at) DO NOTHING
 RETURNING account_id, lambda_id, finished_at, outcome, duration_ms, cold_start, attempt
@@ -55,7 +57,7 @@ _INSERT_LOG_LINES = f"""
 INSERT INTO log_lines ({", ".join(LOG_COLUMNS)})
 SELECT {", ".join(LOG_COLUMNS)}
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::timestamptz[])
+            $7::timestamptz[], $8::text[])
      AS r({", ".join(LOG_COLUMNS)})
 ON CONFLICT (activation_id, seq, ts) DO NOTHING
 RETURNING 1
