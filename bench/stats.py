@@ -223,6 +223,162 @@ def format_table(figures: Sequence[Figure], *, max_note: int = 400) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------- repeated runs
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A headline figure measured in several runs: the median and the range."""
+
+    n: int
+    median: float
+    min: float
+    max: float
+
+    def to_dict(self, digits: int = 3) -> dict[str, float | int]:
+        return {"n": self.n, "median": round(self.median, digits), "min": round(self.min, digits),
+                "max": round(self.max, digits)}
+
+    def describe(self, fmt: str = "{:.2f}") -> str:
+        """``median (min–max, n runs)``, the form every headline figure is quoted in."""
+        return f"{fmt.format(self.median)} ({fmt.format(self.min)}–{fmt.format(self.max)}, {self.n} runs)"
+
+
+def spread(values: Iterable[float]) -> Spread:
+    data = [float(v) for v in values]
+    if not data:
+        raise ValueError("spread of no runs")
+    return Spread(n=len(data), median=median(data), min=min(data), max=max(data))
+
+
+def spread_figure(key: str, section: str, label: str, values: Sequence[float], unit: str, tool: str,
+                  target: Target | None = None, note: str = "", details: dict[str, Any] | None = None) -> Figure:
+    """A figure whose value is the median of ``values`` (one per run), min and max in ``details``."""
+    extra = dict(details or {})
+    if not values:
+        return Figure(key, section, label, None, unit, tool, target, note, extra)
+    sp = spread(values)
+    extra["spread"] = sp.to_dict()
+    extra["runs_values"] = [round(v, 3) for v in values]
+    lead = f"median of {sp.n} runs (min {format_number(sp.min, unit)}, max {format_number(sp.max, unit)})"
+    return Figure(key, section, label, sp.median, unit, tool, target, f"{lead}; {note}" if note else lead, extra)
+
+
+def chunk_percentiles(samples: Sequence[float], runs: int, q: float) -> list[float]:
+    """The ``q``-th percentile of each of ``runs`` consecutive, equal parts of one sequence of samples
+    (one long sequential measurement read as ``runs`` runs; a remainder joins the last part)."""
+    if runs < 1 or len(samples) < runs:
+        raise ValueError(f"cannot split {len(samples)} samples into {runs} runs")
+    size = len(samples) // runs
+    parts = [samples[i * size:(i + 1) * size] for i in range(runs - 1)] + [samples[(runs - 1) * size:]]
+    return [percentile(part, q) for part in parts]
+
+
+# --------------------------------------------------------------------------- per-hop breakdown
+
+# The gateway's ``Server-Timing`` on sync invoke answers, in path order (ms).
+HOPS = ("produce", "queue", "dispatch", "runner", "reply")
+TIMING_TOTAL = "total"
+REMAINDER = "client"  # client-observed minus ``total``: the HTTP client and loopback
+
+
+def parse_server_timing(header: str | None) -> dict[str, float]:
+    """``name;dur=1.2, other;desc="x";dur=0.3`` → ``{"name": 1.2, "other": 0.3}``.
+
+    Metrics without a parsable ``dur`` are left out; so are repeated names after
+    the first (RFC: the first wins). Never raises: a malformed header yields what
+    could be read.
+    """
+    out: dict[str, float] = {}
+    if not header:
+        return out
+    for metric in header.split(","):
+        parts = [p.strip() for p in metric.split(";")]
+        name = parts[0]
+        if not name or name in out:
+            continue
+        for param in parts[1:]:
+            key, sep, raw = param.partition("=")
+            if sep and key.strip().lower() == "dur":
+                try:
+                    value = float(raw.strip().strip('"'))
+                except ValueError:
+                    break
+                if math.isfinite(value):
+                    out[name] = value
+                break
+    return out
+
+
+def hop_breakdown(samples: Sequence[tuple[float, dict[str, float]]]) -> dict[str, Any]:
+    """Medians per hop from (client-observed ms, parsed Server-Timing) pairs.
+
+    A hop appears only when some answer carried it (its ``n`` says how many);
+    ``client`` (the remainder) only where ``total`` was present. ``sum_of_hops``
+    is the sum of the hop medians, to be read against the ``total`` median.
+    """
+    names = [n for n in (TIMING_TOTAL, *HOPS) if any(n in t for _, t in samples)]
+    names += sorted({n for _, t in samples for n in t} - set(names) - {REMAINDER})
+    hops: dict[str, dict[str, float | int]] = {}
+    for name in names:
+        values = [t[name] for _, t in samples if name in t]
+        hops[name] = {"p50": round(median(values), 3), "p99": round(percentile(values, 99), 3), "n": len(values)}
+    rest = [client - t[TIMING_TOTAL] for client, t in samples if TIMING_TOTAL in t]
+    if rest:
+        hops[REMAINDER] = {"p50": round(median(rest), 3), "p99": round(percentile(rest, 99), 3), "n": len(rest)}
+    client_all = [client for client, _ in samples]
+    return {
+        "samples": len(samples),
+        "with_header": sum(1 for _, t in samples if t),
+        "client_p50": round(median(client_all), 3) if client_all else None,
+        "hops": hops,
+        "sum_of_hops_p50": round(sum(float(hops[h]["p50"]) for h in HOPS if h in hops), 3),
+    }
+
+
+# --------------------------------------------------------------------------- machine CPU
+
+
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def proc_stat_ticks(text: str) -> dict[str, int]:
+    """The aggregate ``cpu`` line of ``/proc/stat`` as named tick counters."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            values = [int(v) for v in line.split()[1:]] + [0] * len(CPU_FIELDS)
+            return dict(zip(CPU_FIELDS, values[: len(CPU_FIELDS)], strict=True))
+    raise ValueError("no aggregate cpu line in /proc/stat")
+
+
+def cpu_split(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Percent of the machine's time (all cores) between two ``proc_stat_ticks`` readings.
+
+    ``user`` includes nice; ``system`` includes irq and softirq (loopback TCP);
+    ``idle`` includes iowait.
+    """
+    delta = {k: max(0, after.get(k, 0) - before.get(k, 0)) for k in CPU_FIELDS}
+    total = sum(delta.values())
+    if total == 0:
+        return {"user": 0.0, "system": 0.0, "idle": 100.0, "steal": 0.0}
+
+    def pct(*keys: str) -> float:
+        return round(100 * sum(delta[k] for k in keys) / total, 1)
+
+    return {"user": pct("user", "nice"), "system": pct("system", "irq", "softirq"),
+            "idle": pct("idle", "iowait"), "steal": pct("steal")}
+
+
+def result_file_name(date: str, commit: str | None, *, dirty: bool = False, mode: str = "full") -> str:
+    """``2026-12-04T1912Z-4edfc45.json`` (``-dirty`` when the tree had changes, ``-quick`` for --quick)."""
+    stem = f"{date}-{commit or 'nocommit'}"
+    if dirty:
+        stem += "-dirty"
+    if mode != "full":
+        stem += f"-{mode}"
+    return f"{stem}.json"
+
+
 def verdict(figures: Sequence[Figure]) -> dict[str, int]:
     counts = {"pass": 0, "fail": 0, "no_target": 0, "error": 0}
     for fig in figures:

@@ -143,6 +143,15 @@ class Settings(BaseSettings):
     gateways: int = Field(default=1, ge=1, le=9)
     replica_port_step: int = Field(default=100, ge=1)
 
+    # -- Kafka producer tuning (bench/README.md, "Kafka tuning": the figures behind each) --
+    # Records a caller waits for (invocation requests, replies, state changes): linger 0.
+    kafka_linger_ms: int = Field(default=0, ge=0)
+    # Records queued and acknowledged in bulk (activation records, log lines, scheduler
+    # fires: Producer.send_nowait) through a second client with their own linger and
+    # batch size; None = one client for everything, as before.
+    kafka_bulk_linger_ms: int | None = Field(default=None, ge=0)
+    kafka_bulk_batch_bytes: int = Field(default=16384, ge=1024)
+
     def sockets_path(self) -> Path:
         return Path(self.socket_dir) if self.socket_dir else self.home / "sockets"
 
