@@ -34,7 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from fnbus.kafka import Producer
-from fnbus.topics import TopicSpec, ensure_topics
+from fnbus.topics import Topics, TopicSpec, ensure_topics
 
 BENCH_TOPIC_PREFIX = "bench"
 WARMUP = 20
@@ -83,12 +83,10 @@ class ActivationWatcher:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ActivationWatcher:
+        prefix = self.topic.rsplit(".", 1)[0]
+        spec = next(s for s in Topics(prefix).specs() if s.name == self.topic)
         await self.consumer.start()
-        parts = self.consumer.partitions_for_topic(self.topic)
-        if not parts:
-            await self.consumer.stop()
-            raise RuntimeError(f"topic {self.topic} has no partitions (is the stack up?)")
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(self.topic, p) for p in range(spec.partitions)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
         for tp in tps:
@@ -109,11 +107,19 @@ class ActivationWatcher:
                         self.seen.add(value["activation_id"])
                         self.last_ms = max(self.last_ms or 0, record.timestamp)
 
-    async def wait_for(self, n: int, timeout_s: float) -> tuple[int, int | None]:
+    async def wait_for(self, n: int, timeout_s: float, quiet_s: float = 1.0) -> tuple[int, int | None]:
+        """Until ``n`` records arrived and then none for ``quiet_s`` (calls the load tool did not
+        count, in flight when it stopped, finish too), or ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        while len(self.seen) < n and time.monotonic() < deadline:
+        last_count, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
             if self._reader is not None and self._reader.done():
                 self._reader.result()  # re-raise what ended it
+            now = time.monotonic()
+            if len(self.seen) != last_count:
+                last_count, last_change = len(self.seen), now
+            elif last_count >= n and now - last_change >= quiet_s:
+                break
             await asyncio.sleep(0.05)
         return len(self.seen), self.last_ms
 

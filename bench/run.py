@@ -613,6 +613,7 @@ class GatewayBench:
                 seen, last_ms = await watcher.wait_for(ok, ASYNC_DRAIN_MAX_S)
             span_s = (last_ms / 1000 - started) if last_ms else None
             completion = seen / span_s if span_s and span_s > 0 else None
+            # `seen` may exceed wrk's count: calls in flight when wrk stopped are not counted by it.
             entry |= {"load1": load, "accepted": ok, "completed": seen,
                       "first_accept_to_last_record_s": round(span_s, 3) if span_s else None,
                       "completed_per_s": round(completion, 1) if completion else None}
@@ -628,8 +629,8 @@ class GatewayBench:
                                           rates, "req/s", tool, at_least(TARGET_ASYNC_ACCEPTED), note,
                                           {"runs": runs}))
         incomplete = [r for r in runs if r["completed"] < r["accepted"]]
-        cnote = ("accepted → activation record on the activations topic, for every call of the run; "
-                 "rate = calls / (load start → last record)")
+        cnote = ("accepted → activation record on the activations topic, for every call of the run (also those "
+                 "in flight when the load tool stopped); rate = completed calls / (load start → last record)")
         if incomplete:
             cnote += (f"; {len(incomplete)} run(s) not complete after {ASYNC_DRAIN_MAX_S:.0f} s (left out): "
                       + ", ".join(f"{r['completed']}/{r['accepted']}" for r in incomplete))
@@ -767,7 +768,8 @@ class GatewayBench:
 
 
 async def gateway_part(gw: Gateway, settings: Settings, plan: Plan, figures: list[Figure],
-                       allow_install: bool, runs: int = RUNS, pyspy: Path | None = None) -> None:
+                       allow_install: bool, runs: int = RUNS, pyspy: Path | None = None,
+                       only: frozenset[str] = frozenset()) -> None:
     bench = GatewayBench(gw, settings, plan, figures, allow_install, runs)
     bench.pyspy = pyspy
     c1_targets = {"p50": at_most(TARGET_WARM_P50_MS), "p99": at_most(TARGET_WARM_P99_MS)}
@@ -780,7 +782,12 @@ async def gateway_part(gw: Gateway, settings: Settings, plan: Plan, figures: lis
         bench.deploy_figures()
         return
 
+    short = {"warm c1": "warm", "cold start (pre-warmed)": "cold", "cold start (burst)": "burst", "warm c16": "c16",
+             "throughput": "throughput", "gateway front": "front", "async accepted": "async"}
+
     async def step(name: str, fn: Callable[[], Awaitable[None]], on_error: Callable[[str], None]) -> None:
+        if only and short[name] not in only:
+            return
         try:
             await fn()
         except Exception as exc:  # noqa: BLE001 - report and go on with the next measurement
@@ -806,7 +813,8 @@ async def gateway_part(gw: Gateway, settings: Settings, plan: Plan, figures: lis
         "async_accepted", S_THROUGHPUT, "async accepted (202s per second)", None, "req/s", "wrk/httpx",
         at_least(TARGET_ASYNC_ACCEPTED), msg)))
     await bench.verify_versions()
-    bench.cold_figures(cold_error[0] if cold_error else None)
+    if not only or only & {"cold", "burst"}:
+        bench.cold_figures(cold_error[0] if cold_error else None)
     bench.deploy_figures()
 
 
@@ -977,6 +985,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--private-stack", action="store_true",
                         help="start the six services on a private home, ports, database and topic prefix "
                              "(shared Kafka, PostgreSQL and Docker) instead of using the running stack")
+    parser.add_argument("--only", default="",
+                        help="comma-separated gateway steps to run (warm, cold, burst, c16, throughput, front, "
+                             "async); default all. For development: a partial run's file is not a headline")
     parser.add_argument("--keep-stack-home", action="store_true", help="with --private-stack: keep its logs")
     parser.add_argument("--scale", type=Path, default=None,
                         help="a bench/scale.py result (JSON) to include under \"scale\" in the report")
@@ -1042,7 +1053,7 @@ async def bench_async(args: argparse.Namespace) -> int:
     try:
         try:
             await gateway_part(gw, settings, plan, figures, allow_install=not args.no_install, runs=args.runs,
-                               pyspy=args.pyspy)
+                               pyspy=args.pyspy, only=frozenset(filter(None, args.only.split(","))))
         finally:
             say(f"cleanup: undeploying and deleting the {len(gw.created)} bench lambda(s)")
             for lambda_id in gw.created:

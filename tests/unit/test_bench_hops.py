@@ -142,3 +142,15 @@ def test_result_file_names() -> None:
     assert result_file_name("2026-12-04T1912Z", "4edfc45", dirty=True, mode="quick") == \
         "2026-12-04T1912Z-4edfc45-dirty-quick.json"
     assert result_file_name("d", None) == "d-nocommit.json"
+
+
+def test_reads_what_the_gateway_writes() -> None:
+    """The contract with libs/fnbus/tracing.py: the same names, in path order, read back to 0.01 ms."""
+    from bench.stats import HOPS, TIMING_TOTAL
+    from fnbus import tracing
+
+    assert (TIMING_TOTAL, *HOPS) == tracing.HOPS
+    hops = {"total": 4.216, "produce": 0.904, "queue": 0.351, "dispatch": 0.12, "runner": 0.4, "reply": 1.1}
+    parsed = parse_server_timing(tracing.server_timing(hops))
+    assert list(parsed) == list(hops)
+    assert parsed == pytest.approx(hops, abs=0.006)
