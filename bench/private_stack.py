@@ -52,7 +52,10 @@ def _with_db(url: str, name: str) -> str:
 
 
 class PrivateStack:
-    def __init__(self, base: Settings, extra_env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, base: Settings, extra_env: Mapping[str, str] | None = None, code: Path | None = None) -> None:
+        """``code``: run the services from another tree (``git archive`` of an older commit: a
+        before/after comparison); default this checkout."""
+        self.code = (code or REPO).resolve()
         self.run_id = secrets.token_hex(3)
         self.base = base
         self.extra_env = dict(extra_env or {})
@@ -90,7 +93,7 @@ class PrivateStack:
             "FNBUS_ACCOUNT_INVOCATIONS_BURST": "1000000",
             "FNBUS_ACCOUNT_ASYNC_BACKLOG_MAX": "1000000",
             "FNBUS_EGRESS_EXEMPT_CIDRS": '["127.0.0.0/8"]',
-            "PYTHONPATH": os.pathsep.join([str(REPO / "libs"), str(REPO)]),
+            "PYTHONPATH": os.pathsep.join([str(self.code / "libs"), str(self.code)]),
         })
         for name, port in self.ports.items():
             env[f"FNBUS_{name.upper()}_PORT"] = str(port)
@@ -98,7 +101,7 @@ class PrivateStack:
         return env
 
     def _cli(self, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", *args], env=self.env(), cwd=str(REPO), capture_output=True,
+        return subprocess.run([sys.executable, "-m", *args], env=self.env(), cwd=str(self.code), capture_output=True,
                               text=True, timeout=timeout, check=False)
 
     async def start(self) -> None:

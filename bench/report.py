@@ -67,9 +67,8 @@ def _value(fig: dict[str, Any] | None) -> str:
     text = format_number(fig["value"], unit)
     sp = (fig.get("details") or {}).get("spread")
     if sp and sp.get("n", 1) > 1:
-        lo, hi = format_number(sp["min"], unit), format_number(sp["max"], unit)
-        unit_text = lo.split(" ", 1)[1] if " " in lo else ""
-        text += f" ({lo.split(' ')[0]}–{hi.split(' ')[0]} {unit_text}, {sp['n']} runs)".replace(" ,", ",")
+        lo, hi = (format_number(sp[k], unit).split(" ")[0] for k in ("min", "max"))
+        text += f" ({lo}–{hi}, {sp['n']} runs)"
     return text
 
 

@@ -988,6 +988,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", default="",
                         help="comma-separated gateway steps to run (warm, cold, burst, c16, throughput, front, "
                              "async); default all. For development: a partial run's file is not a headline")
+    parser.add_argument("--code", type=Path, default=None,
+                        help="with --private-stack: run the services from this tree (e.g. `git archive` of an "
+                             "older commit, for a before/after comparison)")
     parser.add_argument("--keep-stack-home", action="store_true", help="with --private-stack: keep its logs")
     parser.add_argument("--scale", type=Path, default=None,
                         help="a bench/scale.py result (JSON) to include under \"scale\" in the report")
@@ -1018,7 +1021,7 @@ def read_proc_stat() -> dict[str, int] | None:
 
 async def main_async(args: argparse.Namespace) -> int:
     if args.private_stack:
-        stack = PrivateStack(Settings())
+        stack = PrivateStack(Settings(), code=args.code)
         say(f"private stack: starting the services in {stack.home} (topics {stack.prefix}.*, "
             f"database {stack.db_name})")
         try:
