@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     kafka_bulk_linger_ms: int | None = Field(default=None, ge=0)
     kafka_bulk_batch_bytes: int = Field(default=16384, ge=1024)
 
+    # -- invoker recovery (docs/containers.md, "Restarts and static membership") ---------
+    # The invoker's consumer-group session: a member that stops heartbeating and does not
+    # come back loses its partitions after this long (one relaunched with the same
+    # instance id takes them back at once).
+    invoker_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
+    # Container starts in flight at once (0 = the host's CPU count): a burst of cold
+    # starts all at once is slower for each of them than a few at a time.
+    invoker_container_starts: int = Field(default=0, ge=0)
+
     def sockets_path(self) -> Path:
         return Path(self.socket_dir) if self.socket_dir else self.home / "sockets"
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,7 +17,7 @@ from fnbus import dockerutil, resources
 from fnbus.config import Settings
 from fnbus.egress import Egress, EgressPolicy
 from fnbus.lambda_cache import LambdaCache
-from fnbus.sandbox import DockerRuntime, SandboxLimits
+from fnbus.sandbox import ContainerHandle, ContainerRuntime, DockerRuntime, SandboxLimits
 from fnbus.schemas import LambdaChange
 from fnbus.service import TaskGroup, create_service_app
 from fnbus.topics import RETRY_DELAYS_S, Topics, ensure_topics
@@ -46,6 +47,54 @@ def _account_of(record: ConsumerRecord) -> str | None:
     return account if isinstance(account, str) else None
 
 
+def _is_sync(record: ConsumerRecord) -> bool:
+    """A caller waits for this request (it names a reply topic): it goes before async work."""
+    try:
+        return bool(json.loads(record.value).get("reply_to"))
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
+class StartLimited:
+    """A container runtime that runs at most ``limit`` container starts at once.
+
+    After an invoker's relaunch (or any burst) an account's whole share of calls
+    asks for cold containers together. On a small host a dozen starts at once take
+    many times longer each than a few at a time (measured on 2 cores: 16 together,
+    6-12 s each), and every one of those calls waits for its own. Bounded, the
+    first containers are warm within a second and the calls queued behind them
+    reuse them.
+    """
+
+    def __init__(self, runtime: ContainerRuntime, limit: int) -> None:
+        self._runtime = runtime
+        self._starts = asyncio.Semaphore(limit)
+
+    async def start(self, image: str, labels: dict[str, str]) -> ContainerHandle:
+        async with self._starts:
+            return await self._runtime.start(image, labels)
+
+    async def kill(self, handle: ContainerHandle) -> None:
+        await self._runtime.kill(handle)
+
+    async def remove(self, handle: ContainerHandle) -> None:
+        await self._runtime.remove(handle)
+
+    async def exit_reason(self, handle: ContainerHandle) -> str | None:
+        return await self._runtime.exit_reason(handle)
+
+    async def seal(self, handle: ContainerHandle) -> None:
+        await self._runtime.seal(handle)
+
+    async def process_count(self, handle: ContainerHandle) -> int | None:
+        return await self._runtime.process_count(handle)
+
+
+async def _settled(task: asyncio.Task[int]) -> None:
+    with contextlib.suppress(Exception):
+        await task
+
+
 def create_app(settings: Settings) -> FastAPI:
     topics = Topics(settings.topic_prefix)
     instance = settings.instance_id or "invoker-local"
@@ -53,7 +102,6 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         health = app.state.health
-        await ensure_topics(settings.kafka_bootstrap, topics.specs())
         images = {"nodejs": settings.runtime_image_node, "python": settings.runtime_image_python}
         tasks = TaskGroup()
         async with contextlib.AsyncExitStack() as stack:
@@ -65,9 +113,12 @@ def create_app(settings: Settings) -> FastAPI:
                 SandboxLimits(settings.lambda_memory_mb, settings.lambda_cpus,
                               settings.lambda_pids_limit, settings.lambda_tmpfs_mb),
                 owner=instance)
-            removed = await engine.cleanup()
-            if removed:
-                log.info("removed containers left by a previous run", extra={"count": removed})
+            # Containers a previous run with this id left behind (a crash) are removed
+            # while the Kafka clients start; the pool starts once they are gone (its
+            # containers carry the same owner label).
+            reclaim = asyncio.create_task(engine.cleanup(), name="reclaim-containers")
+            stack.push_async_callback(_settled, reclaim)
+            await ensure_topics(settings.kafka_bootstrap, topics.specs())
             producer = await stack.enter_async_context(
                 resources.producer(settings, health, "fnbus-invoker"))
             registry = httpx.AsyncClient(
@@ -83,7 +134,11 @@ def create_app(settings: Settings) -> FastAPI:
             await cache.start()
             stack.push_async_callback(cache.stop)
             health.add("lambda_cache", cache.check)
-            pool = ContainerPool(engine, PoolConfig(
+            removed = await reclaim
+            if removed:
+                log.info("removed containers left by a previous run", extra={"count": removed})
+            starts = settings.invoker_container_starts or os.cpu_count() or 2
+            pool = ContainerPool(StartLimited(engine, starts), PoolConfig(
                 images=images, prewarm_per_runtime=settings.prewarm_per_runtime,
                 max_containers=settings.max_containers,
                 idle_ttl_s=settings.idle_container_ttl_s,
@@ -103,10 +158,17 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.kafka_bootstrap, [topics.retry(d) for d in RETRY_DELAYS_S],
                 group_id=topics.group("invoker-retries"), producer=producer,
                 invocations_topic=topics.invocations, client_id=f"{instance}-retries")
-            await relay.start()
             stack.push_async_callback(relay.stop)
             health.add("retry_relay", relay.ping)
-            tasks.spawn(relay.run(), "retry-relay")
+
+            async def relay_loop() -> None:
+                # Its group is a dynamic one: after a crash, start() waits for the dead
+                # member's session to expire. The invoker answers meanwhile; due retries
+                # wait those seconds.
+                await relay.start()
+                await relay.run()
+
+            tasks.spawn(relay_loop(), "retry-relay")
 
             # Redeploys and undeploys retire the old versions' warm containers.
             changes: asyncio.Queue[LambdaChange] = asyncio.Queue()
@@ -119,12 +181,18 @@ def create_app(settings: Settings) -> FastAPI:
                     await pool.drop_lambda(change.lambda_id, keep)
 
             tasks.spawn(retire(), "retire-versions")
+            # A static member of the invokers' group, named by the instance id: relaunched
+            # after a crash it takes its partitions back at once; a second process with
+            # the same id fences this one (docs/containers.md, scaling out).
             dispatcher = Dispatcher(
                 settings.kafka_bootstrap, [topics.invocations], group_id=topics.group("invoker"),
                 handler=invoker.handle_record, key_of=_ordering_key, group_of=_account_of,
+                urgent_of=_is_sync,
                 max_per_group=settings.max_concurrent_per_account,
                 max_in_flight=settings.max_containers * 2, client_id=instance,
-                drain_timeout_s=settings.lambda_timeout_ms / 1000 + 10)
+                drain_timeout_s=settings.lambda_timeout_ms / 1000 + 10,
+                group_instance_id=instance,
+                session_timeout_ms=settings.invoker_session_timeout_ms)
             await dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
             health.add("kafka_consumer", dispatcher.ping)

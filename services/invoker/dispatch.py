@@ -31,6 +31,25 @@ Contract:
    uncommitted, for the partition's next owner.
 9. ``request_stop()`` stops fetching; ``run()`` returns once running records
    finished and were committed. Waiting records stay uncommitted.
+10. Static membership: with ``group_instance_id`` the consumer is a static
+    member of its group (KIP-345). A process relaunched with the same id takes
+    its partitions back at once, without waiting for the dead one's session to
+    expire; a member that does not come back loses its partitions when its
+    session (``session_timeout_ms``) expires, as a dynamic one would. A static
+    member does not leave the group when it stops either: its partitions wait
+    for its return or for that expiry.
+11. Fencing: one instance id belongs to one live process. When a second process
+    joins with it, the broker hands it this member's place; this dispatcher
+    finds that out when it loses its membership (its next heartbeat), checks
+    that the id is now held by another member (not a session that expired),
+    and then stops for good: it does not join again (that would take the place
+    back and run every record twice), ``ping()`` turns false and ``run()``
+    raises ``InstanceFencedError``. The newer process keeps the partitions.
+12. Callers first: with ``urgent_of``, a group's waiting records that someone
+    waits for (synchronous invocations) start before its other waiting records,
+    so a group's own backlog of asynchronous work (a flood, or what piled up while
+    an invoker was down) does not make its synchronous callers time out. Records
+    with an ordering key are never urgent: per-key order (contract 3) holds.
 
 Why spill rather than pause: a consumer can only pause whole partitions, and
 records are keyed by lambda, so a flooding account shares partitions with
@@ -46,11 +65,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from fnbus.kafka import consumer_alive
@@ -60,12 +81,23 @@ log = logging.getLogger(__name__)
 Handler = Callable[[ConsumerRecord], Awaitable[None]]
 KeyOf = Callable[[ConsumerRecord], str | None]
 GroupOf = Callable[[ConsumerRecord], str | None]
+UrgentOf = Callable[[ConsumerRecord], bool]
 
 
 #: How long reading a spilled record back may take before it is tried again.
 REFETCH_TIMEOUT_S = 10.0
 #: Spilled records filled in by one read (the run that follows the one asked for).
 REFETCH_MAX_RECORDS = 100
+#: A member that stops heartbeating loses its partitions after this long. With static
+#: membership that bounds only a process that does not come back (contract 10).
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 2_000
+#: The broker names a static member ``<group instance id>-<uuid>``.
+_MEMBER_SUFFIX = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class InstanceFencedError(RuntimeError):
+    """Another process joined the consumer group with this dispatcher's instance id."""
 
 
 def _size(record: ConsumerRecord) -> int:
@@ -84,6 +116,34 @@ class _Waiting:
         self.record = record
         self.group = group
         self.key = key  # ordering key, kept so a spilled record takes its turn in order
+
+
+class _Queue:
+    """A group's waiting records: the urgent lane first (contract 12), each in offset order."""
+
+    __slots__ = ("urgent", "normal")
+
+    def __init__(self) -> None:
+        self.urgent: deque[_Waiting] = deque()
+        self.normal: deque[_Waiting] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self.urgent or self.normal)
+
+    def __iter__(self) -> Iterator[_Waiting]:
+        yield from self.urgent
+        yield from self.normal
+
+    def popleft(self) -> _Waiting:
+        return self.urgent.popleft() if self.urgent else self.normal.popleft()
+
+    def remove_if(self, gone: Callable[[_Waiting], bool]) -> list[_Waiting]:
+        """Drop (and return) the records for which ``gone`` is true."""
+        removed = [item for item in self if gone(item)]
+        if removed:
+            self.urgent = deque(item for item in self.urgent if not gone(item))
+            self.normal = deque(item for item in self.normal if not gone(item))
+        return removed
 
 
 class _Gone(Exception):
@@ -114,10 +174,16 @@ class Dispatcher(ConsumerRebalanceListener):
                  drain_timeout_s: float = 40.0, group_of: GroupOf | None = None,
                  max_per_group: int = 16, max_held_per_group: int = 256,
                  max_held_bytes_per_group: int = 8 * 1024 * 1024, max_backlog: int = 50_000,
-                 max_backlog_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_backlog_bytes: int = 64 * 1024 * 1024, group_instance_id: str | None = None,
+                 session_timeout_ms: int = SESSION_TIMEOUT_MS,
+                 urgent_of: UrgentOf | None = None) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._group_id = group_id
+        self._instance_id = group_instance_id or None
+        self._session_timeout_ms = session_timeout_ms
+        self._joined_as: str | None = None  # our member id at the last assignment
+        self._fenced_by: str | None = None  # the member that took our instance id
         self._handler = handler
         self._key_of = key_of
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -130,13 +196,14 @@ class Dispatcher(ConsumerRebalanceListener):
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._group_of = group_of
+        self._urgent_of = urgent_of
         self._max_per_group = max_per_group
         self._max_held_per_group = max_held_per_group
         self._max_held_bytes_per_group = max_held_bytes_per_group
         self._max_backlog = max_backlog
         self._max_backlog_bytes = max_backlog_bytes
         self._group_running: dict[str, int] = {}
-        self._backlog: dict[str, deque[_Waiting]] = {}
+        self._backlog: dict[str, _Queue] = {}
         self._held: dict[str, int] = {}  # per group: waiting records with their value
         self._held_bytes: dict[str, int] = {}
         self._spilled: dict[tuple[TopicPartition, int], _Waiting] = {}
@@ -152,9 +219,12 @@ class Dispatcher(ConsumerRebalanceListener):
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=self._group_id, client_id=self._client_id,
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=200,
-            max_poll_records=200, session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
-            max_poll_interval_ms=300_000)
+            max_poll_records=200, session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=min(HEARTBEAT_INTERVAL_MS, self._session_timeout_ms // 3),
+            max_poll_interval_ms=300_000, group_instance_id=self._instance_id)
         self._consumer.subscribe(self._topics, listener=self)
+        # Returns once the group assigned partitions: at once for a static member that
+        # comes back, after the old session expired for a dynamic one.
         await self._consumer.start()
         # Reads spilled records back by offset; no group, commits nothing.
         self._refetcher = AIOKafkaConsumer(
@@ -163,7 +233,12 @@ class Dispatcher(ConsumerRebalanceListener):
         await self._refetcher.start()
 
     async def ping(self) -> bool:
-        return consumer_alive(self._consumer)
+        return self._fenced_by is None and consumer_alive(self._consumer)
+
+    @property
+    def fenced_by(self) -> str | None:
+        """The member (and its host) that took this dispatcher's instance id (contract 11)."""
+        return self._fenced_by
 
     @property
     def waiting(self) -> int:
@@ -192,19 +267,74 @@ class Dispatcher(ConsumerRebalanceListener):
         if refetcher is not None:
             await refetcher.stop()
 
+    # -- membership ----------------------------------------------------------------------
+    def _member_id(self) -> str:
+        # aiokafka keeps the member id on its (private) coordinator; "" once the broker
+        # no longer knows this member.
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        return str(getattr(coordinator, "member_id", "") or "")
+
+    async def _other_holder(self) -> str | None:
+        """A member other than us that holds our instance id now, as "member at host"."""
+        assert self._instance_id is not None
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap,
+                                    client_id=f"{self._client_id}-membership")
+        try:
+            await admin.start()
+            responses = await admin.describe_consumer_groups([self._group_id])
+        except KafkaError as exc:
+            # Cannot tell: join again (fencing is checked again at the next loss).
+            log.warning("could not check who holds this instance id",
+                        extra={"instance": self._instance_id, "error": str(exc)})
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        for response in responses:
+            for group in response.groups:
+                for member in group[5]:  # (member_id, client_id, client_host, metadata, assignment)
+                    member_id, client_host = str(member[0]), str(member[2])
+                    if (member_id != self._joined_as
+                            and member_id.startswith(self._instance_id)
+                            and _MEMBER_SUFFIX.fullmatch(member_id[len(self._instance_id):])):
+                        return f"{member_id} at {client_host}"
+        return None
+
+    async def _check_fenced(self) -> bool:
+        """Contract 11: we lost our membership; True if another process has our id now."""
+        if (self._instance_id is None or self._joined_as is None or self._stopping.is_set()
+                or self._member_id() == self._joined_as):
+            return False
+        holder = await self._other_holder()
+        if holder is None:
+            log.warning("consumer group session lost (expired); joining again",
+                        extra={"instance": self._instance_id})
+            return False
+        self._fenced_by = holder
+        log.error("another process joined the invoker group with this instance id; this one "
+                  "stops consuming (each invoker needs its own FNBUS_INSTANCE_ID)",
+                  extra={"instance": self._instance_id, "holder": holder})
+        return True
+
     # -- rebalance -----------------------------------------------------------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if await self._check_fenced():
+            self._stopping.set()
+            for queue in self._backlog.values():
+                for item in queue:
+                    self._forget(item)
+            self._backlog.clear()
+            self._parts.clear()  # the partitions are the other process's now
+            # aiokafka joins the group again as soon as this listener returns (and it
+            # catches any Exception raised here): joining would take the place back and
+            # both processes would run every record. Cancelling its coordination task
+            # is what keeps this member out; run() then raises InstanceFencedError.
+            raise asyncio.CancelledError
         gone = set(revoked)
         for group, queue in list(self._backlog.items()):
-            kept: deque[_Waiting] = deque()
-            for item in queue:
-                if item.tp in gone:
-                    self._forget(item)
-                else:
-                    kept.append(item)
-            if kept:
-                self._backlog[group] = kept
-            else:
+            for item in queue.remove_if(lambda item: item.tp in gone):
+                self._forget(item)
+            if not queue:
                 del self._backlog[group]
         try:
             async with asyncio.timeout(self._drain_timeout_s):
@@ -218,6 +348,7 @@ class Dispatcher(ConsumerRebalanceListener):
             self._parts.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._joined_as = self._member_id()
         for tp in assigned:
             self._parts.setdefault(tp, _Partition())
 
@@ -245,7 +376,9 @@ class Dispatcher(ConsumerRebalanceListener):
                         key = self._key_of(record) if self._key_of else None
                         if group is not None and (group in self._backlog or
                                                   self._group_running.get(group, 0) >= self._max_per_group):
-                            self._enqueue(tp, record, group, key)
+                            urgent = key is None and self._urgent_of is not None \
+                                and self._urgent_of(record)
+                            self._enqueue(tp, record, group, key, urgent)
                             continue
                         await self._slots.acquire()
                         if not self._start(tp, record.offset, record, group, key):
@@ -257,6 +390,9 @@ class Dispatcher(ConsumerRebalanceListener):
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
             await self._commit(list(self._parts))
+        if self._fenced_by is not None:
+            raise InstanceFencedError(f"instance id {self._instance_id!r} is held by "
+                                      f"{self._fenced_by}; this process stopped consuming")
 
     def _flow_control(self, consumer: AIOKafkaConsumer) -> None:
         """Contract 7: pause while the whole backlog is full; resume once half of it started."""
@@ -283,13 +419,14 @@ class Dispatcher(ConsumerRebalanceListener):
         self._waiting_bytes += size
 
     def _enqueue(self, tp: TopicPartition, record: ConsumerRecord, group: str,
-                 key: str | None) -> None:
+                 key: str | None, urgent: bool = False) -> None:
         item = _Waiting(tp, record.offset, None, group, key)
         if self._may_hold(group, _size(record)):
             self._hold(item, record)
         else:
             self._spilled[(tp, record.offset)] = item
-        self._backlog.setdefault(group, deque()).append(item)
+        queue = self._backlog.setdefault(group, _Queue())
+        (queue.urgent if urgent else queue.normal).append(item)
         self._waiting += 1
 
     def _forget(self, item: _Waiting) -> None:
