@@ -36,6 +36,7 @@ from fnbus.errors import NotFound
 from fnbus.kafka import Producer
 from fnbus.schemas import EventSource, Header, InvocationRequest, QuarantinedEvent, now_ms
 from fnbus.topics import Topics
+from fnbus.tracing import new_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,14 @@ class EventRouter:
                    Header(key="ce-type", value=event_type)]
         if body.skill_id:
             headers.append(Header(key="skillId", value=body.skill_id))
+        trace_id = new_trace_id()  # one trace for the event: every lambda it fans out to
         requests = [self.build(account_id, event_id, event_type, t, payload=body.payload,
                                headers=headers, partition_key=body.partition_key,
                                created_ms=now_ms(),
                                reply_to=body.reply_to if sync else None,
                                activation_id=body.activation_id if sync else None,
-                               timeout_ms=body.timeout_ms if sync else None)
+                               timeout_ms=body.timeout_ms if sync else None,
+                               trace_id=trace_id)
                     for t in targets]
         for request in requests:
             await self.produce(request)
@@ -157,13 +160,14 @@ class EventRouter:
     def build(self, account_id: str, event_id: str, event_type: str, target: Target, *,
               payload: Any, headers: list[Header], partition_key: str | None, created_ms: int,
               reply_to: str | None = None, activation_id: str | None = None,
-              timeout_ms: int | None = None) -> InvocationRequest:
+              timeout_ms: int | None = None, trace_id: str | None = None) -> InvocationRequest:
+        traced: dict[str, Any] = {"trace_id": trace_id} if trace_id else {}  # none: a new trace
         return InvocationRequest(
             activation_id=activation_id or activation_id_for(account_id, event_id, target.lambda_id),
             account_id=account_id, lambda_id=target.lambda_id, version=target.version,
             source=EventSource.EVENT, event_id=event_type, headers=headers, payload=payload,
             reply_to=reply_to, created_ms=created_ms, partition_key=partition_key,
-            timeout_ms=timeout_ms)
+            timeout_ms=timeout_ms, **traced)
 
     # -- the platform-events consumer ------------------------------------------------------
     async def quarantine(self, record: ConsumerRecord, reason: str) -> None:
@@ -216,10 +220,12 @@ class EventRouter:
                     "account_id": event.account_id, "event_id": event.id})
                 return 0
             # Inside the transaction: if the broker refuses, the event stays unprocessed.
+            trace_id = new_trace_id()  # one trace for the event: every lambda it fans out to
             for target in targets:
                 await self.produce(self.build(
                     event.account_id, event.id, event.type, target, payload=event.data,
-                    headers=headers, partition_key=event.partition_key, created_ms=created))
+                    headers=headers, partition_key=event.partition_key, created_ms=created,
+                    trace_id=trace_id))
         EVENTS_ROUTED.labels("routed" if targets else "no_target").inc()
         log.info("platform event routed", extra={
             "account_id": event.account_id, "event_id": event.id, "event_type": event.type,
