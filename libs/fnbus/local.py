@@ -47,6 +47,10 @@ import httpx
 
 from fnbus.config import SERVICE_NAMES, Settings
 
+#: Children started by this process, by pid: kept so that a long-lived caller (a test, the
+#: bench) reaps them on stop instead of leaving zombies (the CLI exits right after start).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 HEALTH_TIMEOUT_S = 90.0
 STOP_GRACE_S = 25.0
 #: Services that run as several replicas (the others hold leases or own a single job).
@@ -121,6 +125,22 @@ def port_clashes(replicas: Iterable[Replica]) -> list[str]:
             clashes.append(f"port {port}: shared by {', '.join(sorted(services))} "
                            f"and owned by {', '.join(owners.get(port, []))}")
     return clashes
+
+
+#: Longest path a unix socket can be bound or connected at (sun_path, 108 bytes with NUL).
+UNIX_PATH_MAX = 107
+#: What fnbus.sandbox adds under an invoker's socket directory: "/fnbus-<16 hex>/runner.sock".
+RUNNER_SOCKET_SUFFIX_LEN = len("/fnbus-0123456789abcdef/runner.sock")
+
+
+def socket_paths_too_long(settings: Settings) -> list[str]:
+    """Invoker ids whose runner sockets would not fit a unix socket path (should be empty).
+
+    The runner binds ``<sockets>/<instance id>/<container>/runner.sock``; past 107 bytes
+    the invoker cannot connect, and every container "does not come up".
+    """
+    return [r.instance_id for r in plan(settings, ["invoker"]) if r.instance_id and len(
+        str(settings.sockets_path() / r.instance_id)) + RUNNER_SOCKET_SUFFIX_LEN > UNIX_PATH_MAX]
 
 
 def replica_ports(settings: Settings) -> set[int]:
@@ -225,6 +245,7 @@ def start(settings: Settings, names: list[str], env: Mapping[str, str] | None = 
             start_new_session=True, env=child_env,
         )
         log.close()
+        _CHILDREN[proc.pid] = proc
         _pidfile(settings, r.name).write_text(str(proc.pid))
     pending = {r.name: r for r in wanted}
     last: dict[str, str] = {}
@@ -282,6 +303,8 @@ def _stop_processes(settings: Settings, targets: list[str]) -> int:
             print(f"  {name}: did not stop within {STOP_GRACE_S:.0f} s; killing")
             os.kill(pid, signal.SIGKILL)
         print(f"  {name:<11} stopped")
+        if (child := _CHILDREN.pop(pid, None)) is not None:
+            child.wait()
     for name in targets:
         _pidfile(settings, name).unlink(missing_ok=True)
     return 0
@@ -337,6 +360,12 @@ def main(action: str, settings: Settings, services: list[str] | None = None,
         if clashes:
             print("  replica ports collide (change FNBUS_REPLICA_PORT_STEP or the service ports): "
                   + "; ".join(clashes))
+            return 2
+        too_long = socket_paths_too_long(settings) if "invoker" in names else []
+        if too_long:
+            print(f"  runner socket paths would pass {UNIX_PATH_MAX} bytes under "
+                  f"{settings.sockets_path()} for {', '.join(too_long)}: use a shorter "
+                  "FNBUS_HOME, FNBUS_SOCKET_DIR or FNBUS_INSTANCE_ID")
             return 2
         return start(settings, names, env)
     if action == "stop":

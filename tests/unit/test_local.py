@@ -120,3 +120,13 @@ def test_two_sockets_share_a_port_only_with_reuse_port() -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_runner_socket_paths_that_cannot_fit_are_refused_before_starting(tmp_path: Path) -> None:
+    fits = _settings(Path("/tmp/short"), invokers=3)
+    assert local.socket_paths_too_long(fits) == []
+    deep = _settings(Path("/tmp/" + "d" * 60), invokers=2).model_copy(
+        update={"instance_id": "a-rather-long-stack-id"})
+    assert local.socket_paths_too_long(deep) == ["a-rather-long-stack-id-invoker-1",
+                                                 "a-rather-long-stack-id-invoker-2"]
+    assert local.main("start", deep, ["invoker"]) == 2
