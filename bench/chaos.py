@@ -438,11 +438,16 @@ async def probe_until_ok(client: Client, since: float, deadline_s: float = 120) 
     n = 0
     while time.monotonic() < stop_at:
         n += 1
+        sent = time.monotonic()
         try:
             r = await client.invoke(f"probe-{uuid.uuid4().hex[:8]}", sync=True, timeout_s=8)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            log(f"  probe {n}: sent at +{sent - since:.1f} s, {type(exc).__name__} "
+                f"after {time.monotonic() - sent:.1f} s")
             await asyncio.sleep(0.25)
             continue
+        log(f"  probe {n}: sent at +{sent - since:.1f} s, {r.status_code} {_error_code(r) or ''} "
+            f"after {time.monotonic() - sent:.1f} s")
         if r.status_code == 200:
             activation_id = r.json()["activation_id"]
             seen_by = time.monotonic() + 10

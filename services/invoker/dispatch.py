@@ -73,6 +73,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from prometheus_client import Gauge
 
 from fnbus.kafka import consumer_alive
 
@@ -94,6 +95,14 @@ SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 2_000
 #: The broker names a static member ``<group instance id>-<uuid>``.
 _MEMBER_SUFFIX = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+#: Records on the broker this invoker has not fetched yet, per topic (highwater minus the
+#: fetch position, summed over the partitions assigned to it). Fetched records that
+#: wait for their account's turn are not in it.
+CONSUMER_LAG = Gauge("fnbus_invoker_consumer_lag_records",
+                     "Records on the broker not fetched yet by this invoker (highwater - position)",
+                     ["topic"])
 
 
 class InstanceFencedError(RuntimeError):
@@ -581,6 +590,24 @@ class Dispatcher(ConsumerRebalanceListener):
         while True:
             await asyncio.sleep(0.2)
             await self._commit(list(self._parts))
+            await self._measure_lag()
+
+    async def _measure_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        lag = dict.fromkeys(self._topics, 0)
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)  # None until the first fetch answered
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1)
+            except (KafkaError, TimeoutError):
+                continue  # revoked or being reset meanwhile
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - position)
+        for topic, records in lag.items():
+            CONSUMER_LAG.labels(topic).set(records)
 
     async def _commit(self, tps: list[TopicPartition]) -> None:
         consumer = self._consumer
