@@ -599,6 +599,7 @@ class GatewayBench:
             load = os.getloadavg()[0]
             say(f"async accepted: run {i + 1}/{self.runs}, {duration_s} s at 32 connections")
             async with ActivationWatcher(self.settings.kafka_bootstrap, topic, self.main.id) as watcher:
+                whole_before = await self.cpu_snapshot()
                 started = time.time()
                 if use_wrk:
                     res, shares = await self.run_wrk(32, duration_s, "?async=true")
@@ -611,7 +612,15 @@ class GatewayBench:
                              "ok_per_s": round(rate, 1)}
                 say(f"    {rate:.0f} accepted/s; waiting for {ok} activation records")
                 seen, last_ms = await watcher.wait_for(ok, ASYNC_DRAIN_MAX_S)
+                whole = self.cpu_usage(whole_before, await self.cpu_snapshot())
             span_s = (last_ms / 1000 - started) if last_ms else None
+            # CPU per completed call, per component, from the load's start to the last record (plus
+            # the watcher's 1 s of quiet): robust to other load on the machine, unlike the rates.
+            window_s = time.time() - started
+            if seen and whole:
+                entry["cpu_us_per_completed_call"] = {
+                    k: round(v / 100 * window_s * 1e6 / seen) for k, v in whole.items()
+                    if isinstance(v, int | float) and k not in ("idle", "other_processes_percent")}
             completion = seen / span_s if span_s and span_s > 0 else None
             # `seen` may exceed wrk's count: calls in flight when wrk stopped are not counted by it.
             entry |= {"load1": load, "accepted": ok, "completed": seen,
@@ -628,6 +637,15 @@ class GatewayBench:
         self.figures.append(spread_figure("async_accepted", S_THROUGHPUT, "async accepted (202s per second)",
                                           rates, "req/s", tool, at_least(TARGET_ASYNC_ACCEPTED), note,
                                           {"runs": runs}))
+        per_call = [r["cpu_us_per_completed_call"] for r in runs if r.get("cpu_us_per_completed_call")]
+        platform = [sum(v for k, v in pc.items() if k in (*SERVICE_NAMES, "kafka", "postgres", "lambda containers"))
+                    for pc in per_call]
+        if platform:
+            self.figures.append(spread_figure(
+                "async_cpu_per_call", S_THROUGHPUT, "async: platform CPU per completed call", platform, "µs",
+                "/proc (services, Kafka, PostgreSQL, containers)", None,
+                "accept → activation record, all of the platform's processes; per component in the runs' "
+                "cpu_us_per_completed_call"))
         incomplete = [r for r in runs if r["completed"] < r["accepted"]]
         cnote = ("accepted → activation record on the activations topic, for every call of the run (also those "
                  "in flight when the load tool stopped); rate = completed calls / (load start → last record)")
@@ -991,6 +1009,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--code", type=Path, default=None,
                         help="with --private-stack: run the services from this tree (e.g. `git archive` of an "
                              "older commit, for a before/after comparison)")
+    parser.add_argument("--stack-env", action="append", default=[], metavar="FNBUS_X=VALUE",
+                        help="with --private-stack: a setting for its services (repeatable)")
     parser.add_argument("--keep-stack-home", action="store_true", help="with --private-stack: keep its logs")
     parser.add_argument("--scale", type=Path, default=None,
                         help="a bench/scale.py result (JSON) to include under \"scale\" in the report")
@@ -1021,7 +1041,8 @@ def read_proc_stat() -> dict[str, int] | None:
 
 async def main_async(args: argparse.Namespace) -> int:
     if args.private_stack:
-        stack = PrivateStack(Settings(), code=args.code)
+        extra = dict(item.split("=", 1) for item in args.stack_env)
+        stack = PrivateStack(Settings(), extra_env=extra, code=args.code)
         say(f"private stack: starting the services in {stack.home} (topics {stack.prefix}.*, "
             f"database {stack.db_name})")
         try:
@@ -1095,6 +1116,7 @@ async def bench_async(args: argparse.Namespace) -> int:
             warnings.append(f"--scale {args.scale}: {exc}")
     run = {"mode": "quick" if args.quick else "full", "started": started_at, "commit": commit,
            "dirty": dirty, "runs_per_figure": args.runs, "private_stack": bool(args.private_stack),
+           "services_code": str(args.code) if args.code else None, "stack_env": args.stack_env,
            "duration_s": round(time.monotonic() - started, 1), "plan": asdict(plan),
            "gateway_url": creds.gateway_url, "account_id": creds.account_id,
            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
