@@ -103,21 +103,39 @@ def hops_table(report: dict[str, Any]) -> str | None:
     rows = [figs[f"hop_{h}"] for h in HOP_ORDER if f"hop_{h}" in figs and figs[f"hop_{h}"]["value"] is not None]
     if not rows:
         return None
-    lines = ["| hop (Server-Timing, sync, concurrency 1) | p50 | p99 |", "|---|---|---|"]
+    floors = hop_floors(figs)
+    lines = ["| hop (Server-Timing, sync, concurrency 1) | p50 | p99 | floor beside it (p50) |", "|---|---|---|---|"]
     for fig in rows:
         p99 = (fig.get("details") or {}).get("p99")
+        hop = fig["key"].removeprefix("hop_")
         lines.append(f"| {fig['label'].removesuffix(' p50')} | {_value(fig)} | "
-                     f"{format_number(p99, 'ms') if p99 is not None else '–'} |")
+                     f"{format_number(p99, 'ms') if p99 is not None else '–'} | {floors.get(hop, '')} |")
     return "\n".join(lines)
 
 
-def floors_table(report: dict[str, Any]) -> str:
+def hop_floors(figs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """What each hop would cost at the floor: the Kafka hop's ack and delivery, the runner's round trip."""
+    out: dict[str, str] = {}
+    kafka = figs.get("floor_kafka_rt_p50")
+    if kafka is not None and kafka["value"] is not None:
+        ack = (((kafka.get("details") or {}).get("produce_ack_ms")) or {}).get("p50")
+        if ack is not None:
+            out["produce"] = f"Kafka produce → ack {format_number(ack, 'ms')}"
+            out["queue"] = f"Kafka ack → consumed {format_number(kafka['value'] - ack, 'ms')}"
+        out["reply"] = f"one Kafka hop {format_number(kafka['value'], 'ms')}"
+    runner = figs.get("floor_runner_run_p50")
+    if runner is not None and runner["value"] is not None:
+        out["runner"] = f"warm runner {format_number(runner['value'], 'ms')}"
+    return out
+
+
+def floors_table(report: dict[str, Any]) -> str | None:
     figs = _figures(report)
     lines = ["| floor | measured: median (min–max) |", "|---|---|"]
     for key, label in FLOORS:
         if key in figs:
             lines.append(f"| {label} | {_value(figs[key])} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else None
 
 
 def _generic_rows(rows: Sequence[dict[str, Any]]) -> str:
@@ -200,7 +218,9 @@ def render(report: dict[str, Any], source: str, scale: dict[str, Any] | None = N
     hops = hops_table(report)
     if hops:
         parts.append(hops)
-    parts.append(floors_table(report))
+    floors = floors_table(report)
+    if floors:
+        parts.append(floors)
     st = scale_table(scale if scale is not None else report.get("scale"))
     if st:
         parts.append("Scale-out (bench/scale.py):\n\n" + st)

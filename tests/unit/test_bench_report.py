@@ -45,8 +45,17 @@ def test_hops_table_in_path_order() -> None:
     table = hops_table(report())
     assert table is not None
     lines = table.splitlines()
-    assert lines[2] == "| gateway total | 3.20 ms | 9.10 ms |"
-    assert lines[3] == "| runner round trip | 0.40 ms | 1.00 ms |"
+    assert lines[2] == "| gateway total | 3.20 ms | 9.10 ms |  |"
+    assert lines[3] == "| runner round trip | 0.40 ms | 1.00 ms | warm runner 0.22 ms |"
+
+
+def test_hop_floors_from_the_kafka_and_runner_floors() -> None:
+    from bench.report import hop_floors
+
+    kafka = {"value": 1.5, "details": {"produce_ack_ms": {"p50": 1.0}}}
+    floors = hop_floors({"floor_kafka_rt_p50": kafka, "floor_runner_run_p50": {"value": 0.2}})
+    assert floors == {"produce": "Kafka produce → ack 1.00 ms", "queue": "Kafka ack → consumed 0.50 ms",
+                      "reply": "one Kafka hop 1.50 ms", "runner": "warm runner 0.20 ms"}
 
 
 def test_render_names_the_file_commit_load_and_cpu() -> None:
