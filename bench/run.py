@@ -1,22 +1,31 @@
 """fnbus benchmark harness: ``make bench`` (deploy/stack.sh bench) runs this after starting the stack.
 
 Measures, through the public API of a running stack (credentials from
-``$FNBUS_HOME/credentials.json``):
+``$FNBUS_HOME/credentials.json``), or of a private copy it starts itself
+(``--private-stack``):
 
-- warm synchronous latency p50/p95/p99 at concurrency 1 and 16 (httpx, async);
+- warm synchronous latency p50/p95/p99 at concurrency 1 (wrk, then httpx reading
+  the gateway's ``Server-Timing``: the per-hop breakdown) and 16;
 - throughput at saturation (wrk with a Lua script; httpx when wrk is unavailable);
+- async: 202s per second, and the end-to-end completion rate (accepted →
+  activation record) with the platform's CPU per completed call;
 - cold start: the first invocation of a new version on a pre-warmed container,
   and a burst that outruns the pre-warmed containers (its slowest call had none);
 - deploy time: the save (create or PATCH) → lambda Productive and Deployed;
 
 and in the same run the floors: a warm runner over its socket, a cold container
 started directly (DockerRuntime + RunnerConnection), one Kafka produce→consume
-hop with the project's producer, and ``docker run`` of the runtime image.
+hop with the project's producer, ``docker run`` of the runtime image, and the
+Kafka producer/consumer sweeps of ``bench/kafka_bench.py``.
 
-Prints a table and writes JSON (default ``bench/results/latest.json``). Options:
-``--quick`` (fewer iterations, under two minutes), ``--json PATH``, ``--strict``
-(exit 1 when a target is missed). Extra arguments can also come from the
-``BENCH_ARGS`` environment variable (``make bench BENCH_ARGS=--quick``).
+Every headline figure is the median of ``--runs`` (3) runs with min and max; the
+run records the load average at its start and end and the CPU split over it.
+Prints a table and writes JSON (default ``bench/results/<date>-<commit>.json``
+and a copy in ``latest.json``); ``bench/report.py FILE`` turns it into the
+README's tables. Options: ``--quick`` (fewer iterations), ``--json PATH``,
+``--strict`` (exit 1 when a target is missed), ``--scale FILE`` (include a
+``bench/scale.py`` result); see ``--help``. Extra arguments can also come from
+the ``BENCH_ARGS`` environment variable (``make bench BENCH_ARGS=--quick``).
 """
 
 from __future__ import annotations
