@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,7 +20,13 @@ from fnbus import dockerutil, resources
 from fnbus.config import Settings
 from fnbus.egress import Egress, EgressPolicy
 from fnbus.lambda_cache import LambdaCache
-from fnbus.sandbox import ContainerHandle, ContainerRuntime, DockerRuntime, SandboxLimits
+from fnbus.sandbox import (
+    LABEL_LAMBDA,
+    ContainerHandle,
+    ContainerRuntime,
+    DockerRuntime,
+    SandboxLimits,
+)
 from fnbus.schemas import LambdaChange
 from fnbus.service import TaskGroup, create_service_app
 from fnbus.topics import RETRY_DELAYS_S, Topics, ensure_topics
@@ -63,16 +72,58 @@ class StartLimited:
     many times longer each than a few at a time (measured on 2 cores: 16 together,
     6-12 s each), and every one of those calls waits for its own. Bounded, the
     first containers are warm within a second and the calls queued behind them
-    reuse them.
+    reuse them. Starts a call waits for (labelled with a lambda) go before
+    pre-warming ones.
     """
 
     def __init__(self, runtime: ContainerRuntime, limit: int) -> None:
         self._runtime = runtime
-        self._starts = asyncio.Semaphore(limit)
+        self._free = max(1, limit)
+        # Pre-warming never holds every slot: a call's start need not wait behind it.
+        self._background_max = max(1, limit - 1)
+        self._background = 0
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, seq, turn)
+        self._seq = itertools.count()
 
     async def start(self, image: str, labels: dict[str, str]) -> ContainerHandle:
-        async with self._starts:
+        priority = 0 if LABEL_LAMBDA in labels else 1  # 1: pre-warming, nobody waits for it
+        await self._acquire(priority)
+        try:
             return await self._runtime.start(image, labels)
+        finally:
+            self._release(priority)
+
+    async def _acquire(self, priority: int) -> None:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (priority, next(self._seq), turn))
+        self._grant()
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release(priority)  # granted just as we were cancelled: pass it on
+            raise
+
+    def _release(self, priority: int) -> None:
+        self._free += 1
+        if priority:
+            self._background -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hand free slots to waiting starts, calls' first, in arrival order."""
+        while self._free and self._queue:
+            priority, _, turn = self._queue[0]
+            if turn.done():  # cancelled while waiting
+                heapq.heappop(self._queue)
+                continue
+            if priority and self._background >= self._background_max:
+                return  # only pre-warming waits, and it has its share
+            heapq.heappop(self._queue)
+            self._free -= 1
+            if priority:
+                self._background += 1
+            turn.set_result(None)
 
     async def kill(self, handle: ContainerHandle) -> None:
         await self._runtime.kill(handle)
@@ -102,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         health = app.state.health
+        began = time.monotonic()
         images = {"nodejs": settings.runtime_image_node, "python": settings.runtime_image_python}
         tasks = TaskGroup()
         async with contextlib.AsyncExitStack() as stack:
@@ -136,7 +188,8 @@ def create_app(settings: Settings) -> FastAPI:
             health.add("lambda_cache", cache.check)
             removed = await reclaim
             if removed:
-                log.info("removed containers left by a previous run", extra={"count": removed})
+                log.info("removed containers left by a previous run", extra={
+                    "count": removed, "elapsed_s": round(time.monotonic() - began, 2)})
             starts = settings.invoker_container_starts or os.cpu_count() or 2
             pool = ContainerPool(StartLimited(engine, starts), PoolConfig(
                 images=images, prewarm_per_runtime=settings.prewarm_per_runtime,
@@ -193,7 +246,9 @@ def create_app(settings: Settings) -> FastAPI:
                 drain_timeout_s=settings.lambda_timeout_ms / 1000 + 10,
                 group_instance_id=instance,
                 session_timeout_ms=settings.invoker_session_timeout_ms)
-            await dispatcher.start()
+            await dispatcher.start()  # returns once the group assigned its partitions
+            log.info("consuming invocation requests", extra={
+                "instance": instance, "startup_s": round(time.monotonic() - began, 2)})
             stack.push_async_callback(dispatcher.stop)
             health.add("kafka_consumer", dispatcher.ping)
             dispatch_task = tasks.spawn(dispatcher.run(), "dispatch")
