@@ -157,9 +157,32 @@ def scale_table(scale: dict[str, Any] | None) -> str | None:
         for fig in scale["figures"]:
             lines.append(f"| {fig.get('label', fig.get('key'))} | {_value(fig)} | {_target(fig)} | {_result(fig)} |")
         return "\n".join(lines)
+    if isinstance(scale.get("throughput"), dict) and scale["throughput"]:
+        return _scale_layouts(scale)
     parts = [f"{name}:\n\n{_generic_rows(rows)}" for name, rows in scale.items()
              if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)]
     return "\n\n".join(parts) or None
+
+
+def _scale_layouts(scale: dict[str, Any]) -> str:
+    """bench/scale.py's own shape: ``throughput`` per ``<invokers>x<gateways>`` layout, ``cold_starts``."""
+    lines = ["| invokers × gateways | sync throughput: median (min–max) | p50 of the median run "
+             "| CPU of the median run |", "|---|---|---|---|"]
+    for key, result in scale["throughput"].items():
+        invokers, _, gateways = key.partition("x")
+        rate = result.get("ok_per_s") or {}
+        have = {"median", "min", "max"} <= rate.keys()
+        text = f"{rate['median']:.0f}/s ({rate['min']:.0f}–{rate['max']:.0f})" if have else "–"
+        p50 = result.get("p50_ms_of_median_run")
+        lines.append(f"| {invokers} × {gateways} | {text} | {'' if p50 is None else f'{p50} ms'} | "
+                     f"{result.get('cpu_of_median_run', '')} |")
+    colds = scale.get("cold_starts") or {}
+    if colds:
+        lines += ["", "| invokers | cold-start rate (mixed workload) |", "|---|---|"]
+        for key, result in colds.items():
+            lines.append(f"| {key.split('_')[0]} | {result.get('cold_rate')} ({result.get('cold')} of "
+                         f"{result.get('ok')}) |")
+    return "\n".join(lines)
 
 
 def machine_line(report: dict[str, Any], source: str) -> str:

@@ -77,6 +77,12 @@ def test_scale_results_are_rendered_in_either_shape() -> None:
     assert "| invokers | per_s |" in table
     assert "| 2 | 610.0 |" in table
     assert scale_table(None) is None
+    own = {"throughput": {"1x1": {"ok_per_s": {"median": 400.0, "min": 380.0, "max": 410.0},
+                                  "p50_ms_of_median_run": 30.5, "cpu_of_median_run": "gateway 90%"}},
+           "cold_starts": {"3_invokers": {"cold_rate": 0.02, "cold": 2, "ok": 100}}}
+    table = scale_table(own) or ""
+    assert "| 1 × 1 | 400/s (380–410) | 30.5 ms | gateway 90% |" in table
+    assert "| 3 | 0.02 (2 of 100) |" in table
     rep = report() | {"scale": rows}
     assert "Scale-out (bench/scale.py)" in render(rep, "f.json")
 
