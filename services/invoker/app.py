@@ -11,10 +11,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
+from prometheus_client import Gauge
 
 from fnbus import dockerutil, resources
 from fnbus.config import Settings
@@ -24,8 +26,10 @@ from fnbus.sandbox import (
     LABEL_LAMBDA,
     ContainerHandle,
     ContainerRuntime,
+    ContainerStartError,
     DockerRuntime,
     SandboxLimits,
+    userns_base,
 )
 from fnbus.schemas import LambdaChange
 from fnbus.service import TaskGroup, create_service_app
@@ -37,6 +41,9 @@ from services.invoker.retries import PolicyCache, Retries, RetryRelay
 from services.invoker.toolbelt import Toolbelt
 
 log = logging.getLogger(__name__)
+
+USERNS_REMAP = Gauge("fnbus_invoker_userns_remap",
+                     "1 when the Docker engine remaps container users (userns-remap), else 0")
 
 
 def _ordering_key(record: ConsumerRecord) -> str | None:
@@ -54,6 +61,14 @@ def _account_of(record: ConsumerRecord) -> str | None:
     except (ValueError, AttributeError, TypeError):
         return None  # malformed; the handler logs and drops it
     return account if isinstance(account, str) else None
+
+
+def userns_remapped(info: dict[str, object]) -> bool:
+    """Whether ``docker info`` says the engine runs with ``userns-remap``."""
+    try:
+        return userns_base(info) is not None
+    except ContainerStartError:
+        return True  # remapped, with a root dir the sandbox cannot read (it says so on start)
 
 
 def _is_sync(record: ConsumerRecord) -> bool:
@@ -141,7 +156,7 @@ class StartLimited:
         return await self._runtime.process_count(handle)
 
 
-async def _settled(task: asyncio.Task[int]) -> None:
+async def _settled(task: asyncio.Task[Any]) -> None:
     with contextlib.suppress(Exception):
         await task
 
@@ -170,6 +185,8 @@ def create_app(settings: Settings) -> FastAPI:
             # containers carry the same owner label).
             reclaim = asyncio.create_task(engine.cleanup(), name="reclaim-containers")
             stack.push_async_callback(_settled, reclaim)
+            engine_info = asyncio.create_task(asyncio.to_thread(docker_client.info))
+            stack.push_async_callback(_settled, engine_info)
             await ensure_topics(settings.kafka_bootstrap, topics.specs())
             producer = await stack.enter_async_context(
                 resources.producer(settings, health, "fnbus-invoker"))
@@ -187,6 +204,12 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(cache.stop)
             health.add("lambda_cache", cache.check)
             removed = await reclaim
+            try:
+                remapped = userns_remapped(await engine_info)
+            except Exception as exc:  # noqa: BLE001 - the docker health check says why
+                log.warning("cannot read the engine's security options", extra={"error": str(exc)})
+            else:
+                USERNS_REMAP.set(int(remapped))
             if removed:
                 log.info("removed containers left by a previous run", extra={
                     "count": removed, "elapsed_s": round(time.monotonic() - began, 2)})
