@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down status test unit lint bench chaos clean
+.PHONY: help up down status test unit lint bench bench-scale chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint: ## ruff and mypy
 
 bench: ## benchmark harness (latency, throughput, cold start, deploy)
 	@deploy/stack.sh bench
+
+bench-scale: ## scale-out benchmark on a private stack: 1-3 invokers, 1-2 gateways, cold starts (SCALE_ARGS=--quick)
+	@deploy/stack.sh bench-scale
 
 chaos: ## fault injection on a private Kafka/PostgreSQL and private services (CHAOS_ARGS=--ci for the small run)
 	@deploy/stack.sh chaos

@@ -11,6 +11,8 @@
 #   stack.sh unit    unit tests only
 #   stack.sh lint    ruff + mypy
 #   stack.sh bench   the benchmark harness
+#   stack.sh bench-scale  bench/scale.py on a private stack (SCALE_ARGS=--quick);
+#                    the JSON report goes to bench/results/scale-<time>.json
 #   stack.sh chaos   fault injection on a private Kafka/PostgreSQL and private
 #                    services (bench/chaos.py; CHAOS_ARGS=--ci for the small run)
 set -euo pipefail
@@ -165,6 +167,16 @@ cmd_bench() {
   "$PY" bench/run.py "$@"  # also reads BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick
 }
 
+cmd_bench_scale() {
+  # Its own stack (fnbus.local in a temporary home, own database and topics); only
+  # Kafka, PostgreSQL, the engine and the runtime images are shared.
+  prepare
+  local out
+  out=bench/results/scale-$(date -u +%Y%m%dT%H%M%SZ).json
+  # shellcheck disable=SC2086 # SCALE_ARGS is a list of options
+  "$PY" bench/scale.py --json "$out" ${SCALE_ARGS:-} "$@"
+}
+
 cmd_chaos() {
   # Only the broker jars, the engine and the runtime images are shared; the
   # harness starts its own Kafka, PostgreSQL and services on free ports.
@@ -184,6 +196,7 @@ case ${1:-} in
   unit) cmd_unit ;;
   lint) cmd_lint ;;
   bench) shift; cmd_bench "$@" ;;
+  bench-scale) shift; cmd_bench_scale "$@" ;;
   chaos) shift; cmd_chaos "$@" ;;
-  *) echo "usage: $0 up|down|status|test|unit|lint|bench|chaos" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|test|unit|lint|bench|bench-scale|chaos" >&2; exit 2 ;;
 esac
