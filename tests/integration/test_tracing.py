@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -219,3 +220,19 @@ async def test_server_timing_has_every_hop_within_the_total(world: World) -> Non
     assert set(record["hops_ms"]) == {"dispatch", "runner"}
     for name in ("dispatch", "runner"):
         assert abs(record["hops_ms"][name] - hops[name]) <= 0.006, (record["hops_ms"], hops)
+
+
+async def test_every_daily_partition_has_the_trace_indexes(world: World, settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        for table in ("activations", "log_lines"):
+            rows = await conn.fetch(
+                """SELECT c.relname,
+                          EXISTS (SELECT 1 FROM pg_indexes i WHERE i.tablename = c.relname
+                                  AND i.indexdef LIKE '%(account_id, trace_id%') AS indexed
+                   FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+                   WHERE h.inhparent = $1::regclass""", table)
+            assert len(rows) >= 2, rows  # the default partition and at least today's
+            assert all(r["indexed"] for r in rows), rows
+    finally:
+        await conn.close()
