@@ -24,6 +24,7 @@ from fnbus.egress import Egress, EgressPolicy
 from fnbus.lambda_cache import LambdaCache
 from fnbus.sandbox import (
     LABEL_LAMBDA,
+    LABEL_OWNER,
     ContainerHandle,
     ContainerRuntime,
     ContainerStartError,
@@ -156,6 +157,35 @@ class StartLimited:
         return await self._runtime.process_count(handle)
 
 
+#: How long a starting invoker waits for its first pre-warmed runner before it joins.
+PREWARM_WAIT_S = 10.0
+
+
+async def _first_prewarmed(pool: ContainerPool, timeout_s: float) -> bool:
+    """Wait until the pool holds a pre-warmed runner; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not pool.stats().get("prewarmed"):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def _stale_containers(client: Any, engine: DockerRuntime) -> list[ContainerHandle]:
+    """Containers an earlier run with this instance id left behind (it crashed)."""
+    found = await asyncio.to_thread(client.containers.list, all=True,
+                                    filters={"label": [f"{LABEL_OWNER}={engine.owner}"]})
+    return [ContainerHandle(id=c.id, name=c.name, image="", socket_dir=engine.sockets_dir / c.name)
+            for c in found]
+
+
+async def _remove_stale(engine: DockerRuntime, stale: list[ContainerHandle]) -> None:
+    began = time.monotonic()
+    await asyncio.gather(*(engine.remove(handle) for handle in stale), return_exceptions=True)
+    log.info("removed containers left by a previous run",
+             extra={"count": len(stale), "elapsed_s": round(time.monotonic() - began, 2)})
+
+
 async def _settled(task: asyncio.Task[Any]) -> None:
     with contextlib.suppress(Exception):
         await task
@@ -180,11 +210,12 @@ def create_app(settings: Settings) -> FastAPI:
                 SandboxLimits(settings.lambda_memory_mb, settings.lambda_cpus,
                               settings.lambda_pids_limit, settings.lambda_tmpfs_mb),
                 owner=instance)
-            # Containers a previous run with this id left behind (a crash) are removed
-            # while the Kafka clients start; the pool starts once they are gone (its
-            # containers carry the same owner label).
-            reclaim = asyncio.create_task(engine.cleanup(), name="reclaim-containers")
-            stack.push_async_callback(_settled, reclaim)
+            # Containers a previous run with this id left behind (a crash) are listed
+            # while the Kafka clients start, before the pool starts its own (same owner
+            # label), and removed in the background: their removal takes seconds on a
+            # busy host, and the invoker need not wait for it to take work.
+            listing = asyncio.create_task(_stale_containers(docker_client, engine))
+            stack.push_async_callback(_settled, listing)
             engine_info = asyncio.create_task(asyncio.to_thread(docker_client.info))
             stack.push_async_callback(_settled, engine_info)
             await ensure_topics(settings.kafka_bootstrap, topics.specs())
@@ -203,16 +234,16 @@ def create_app(settings: Settings) -> FastAPI:
             await cache.start()
             stack.push_async_callback(cache.stop)
             health.add("lambda_cache", cache.check)
-            removed = await reclaim
+            stale = await listing
+            if stale:
+                reclaim = asyncio.create_task(_remove_stale(engine, stale), name="reclaim")
+                stack.push_async_callback(_settled, reclaim)
             try:
                 remapped = userns_remapped(await engine_info)
             except Exception as exc:  # noqa: BLE001 - the docker health check says why
                 log.warning("cannot read the engine's security options", extra={"error": str(exc)})
             else:
                 USERNS_REMAP.set(int(remapped))
-            if removed:
-                log.info("removed containers left by a previous run", extra={
-                    "count": removed, "elapsed_s": round(time.monotonic() - began, 2)})
             starts = settings.invoker_container_starts or os.cpu_count() or 2
             pool = ContainerPool(StartLimited(engine, starts), PoolConfig(
                 images=images, prewarm_per_runtime=settings.prewarm_per_runtime,
@@ -269,6 +300,12 @@ def create_app(settings: Settings) -> FastAPI:
                 drain_timeout_s=settings.lambda_timeout_ms / 1000 + 10,
                 group_instance_id=instance,
                 session_timeout_ms=settings.invoker_session_timeout_ms)
+            # Join once a runner is ready: the first requests (after a crash, a backlog)
+            # then run on it and on the warm containers it turns into, instead of each
+            # waiting for a cold start of its own.
+            if settings.prewarm_per_runtime and not await _first_prewarmed(pool, PREWARM_WAIT_S):
+                log.warning("no pre-warmed runner yet; consuming anyway",
+                            extra={"waited_s": PREWARM_WAIT_S})
             await dispatcher.start()  # returns once the group assigned its partitions
             log.info("consuming invocation requests", extra={
                 "instance": instance, "startup_s": round(time.monotonic() - began, 2)})
