@@ -22,11 +22,13 @@ What it measures (docs/scaling.md has the figures and what they mean):
 It runs on a stack of its own, started the way ``make up INVOKERS=n GATEWAYS=m``
 starts one (:mod:`fnbus.local`): a temporary ``FNBUS_HOME``, a fresh database on the
 shared PostgreSQL, a topic prefix and ports of its own; Kafka, PostgreSQL and the
-Docker engine are shared. Between measurements only the layout changes (``fnbus
-local start`` with other counts keeps what stays). Invokers are only ever added: a
-static group member that leaves keeps its partitions until its session times out.
-Only registry, deployer, invokers and gateways run (the scheduler and log-ingest are
-not on the sync path).
+Docker engine are shared. Between throughput measurements only the layout changes
+(``fnbus local start`` with other counts keeps what stays), and invokers are only
+added: a static group member that leaves keeps its partitions until its session
+times out. Each throughput figure follows warm-up rounds until no invoker is still
+starting containers. The cold-start phases come last, on invokers restarted with the
+smaller pool (after waiting out the group session). Only registry, deployer,
+invokers and gateways run (the scheduler and log-ingest are not on the sync path).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ INVOCATION_PARTITIONS = 8  # fnbus.topics: the invocations topic
 MAX_INVOKERS = 3
 LAYOUTS = [(1, 1), (1, 2), (2, 2), (2, 1), (3, 1), (3, 2)]  # invokers never shrink
 COLD_CALLERS = 4
+GROUP_SESSION_S = 10  # services/invoker/dispatch.py SESSION_TIMEOUT_MS
+WARMUP_ROUNDS_MAX = 8
 ZIPF_S = 1.0
 
 
@@ -109,14 +113,23 @@ def partition_of(lambda_id: str) -> int:
     return (murmur2(lambda_id.encode()) & 0x7FFFFFFF) % INVOCATION_PARTITIONS
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_block(size: int) -> int:
-    """A port whose next ``size - 1`` ports are free too (the replicas' ports step by 1)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + size >= 65535:
-            continue
+    """A port whose next ``size - 1`` ports are free too (the replicas' ports step by 1).
+
+    Below the ephemeral range: replicas bind their ports long after the start (a new
+    layout), and by then an outgoing connection (wrk's, a Kafka client's) may hold
+    any port of that range.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, max(20_001, _ephemeral_low() - size))
         try:
             with contextlib.ExitStack() as stack:
                 for port in range(base, base + size):
@@ -144,7 +157,7 @@ class ScaleStack:
        ids, deletes the topics and the database and removes the home. Safe twice.
     """
 
-    def __init__(self, base: Settings, max_containers: int) -> None:
+    def __init__(self, base: Settings) -> None:
         self.run_id = secrets.token_hex(3)
         self.base = base
         # Short: runner sockets are <home>/sockets/<instance id>/<container>/runner.sock,
@@ -164,7 +177,7 @@ class ScaleStack:
             "gateway_port": port, "invoker_port": port + MAX_INVOKERS + 1, "replica_port_step": 1,
             "registry_port": free_port(), "deployer_port": free_port(),
             "scheduler_port": free_port(), "log_ingest_port": free_port(),
-            "max_containers": max_containers,
+            "max_containers": Settings().max_containers,
             "account_invocations_per_s": 1_000_000, "account_invocations_burst": 1_000_000,
             "account_async_backlog_max": 1_000_000, "log_json": "false", "log_level": "WARNING",
         }
@@ -205,6 +218,15 @@ class ScaleStack:
             raise RuntimeError(f"layout {invokers}x{gateways} did not start; logs in {self.home / 'logs'}")
         self.layout_now = (invokers, gateways)
         return time.monotonic() - t0
+
+    async def fresh_invokers(self, max_containers: int) -> None:
+        """Stop every invoker, let the group forget them, start one with another pool size."""
+        invokers, gateways = self.layout_now or (1, 1)
+        await asyncio.to_thread(local.main, "stop", self.settings(invokers, gateways), ["invoker"])
+        # Static members keep their partitions until their session expires.
+        await asyncio.sleep(GROUP_SESSION_S + 2)
+        self.fields["max_containers"] = max_containers
+        await self.layout(1, gateways)
 
     async def account(self) -> Credentials:
         token = self.fields["service_token"]
@@ -345,7 +367,15 @@ async def throughput(stack: ScaleStack, creds: Credentials, ids: list[str], plan
         return wrk_rotating(wrk_path, stack.gateway_url, paths, creds.authorization, body,
                             connections=plan.connections, duration_s=duration_s)
 
-    await asyncio.to_thread(run, plan.warmup_s)  # new owners start their containers
+    # New owners start their containers (seconds each on a busy machine): warm up until
+    # no invoker is starting any.
+    warmups = 0
+    while warmups < WARMUP_ROUNDS_MAX:
+        warmups += 1
+        await asyncio.to_thread(run, plan.warmup_s)
+        pools = await pool_sizes(stack)
+        if not any(isinstance(p, dict) and p.get("starting") for p in pools.values()):
+            break
     runs: list[dict[str, Any]] = []
     for _ in range(plan.runs):
         load = load1()
@@ -360,6 +390,7 @@ async def throughput(stack: ScaleStack, creds: Credentials, ids: list[str], plan
     mid = sorted(runs, key=lambda r: r["ok_per_s"])[len(runs) // 2]
     return {"ok_per_s": {"median": median(rates), "min": min(rates), "max": max(rates)},
             "errors": sum(r["errors"] for r in runs), "load1_at_starts": [r["load1"] for r in runs],
+            "warmup_rounds": warmups, "pools_after": await pool_sizes(stack),
             "p50_ms_of_median_run": mid["latency_ms"]["p50"], "cpu_of_median_run": cpu.describe(
                 mid["cpu_percent_of_one_core"], top=9), "runs": runs}
 
@@ -437,7 +468,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     wrk_path = wrk.find_or_install(True, wrk_log)  # the Debian package, as bench/run.py
     if wrk_path is None:
         raise SystemExit(f"wrk is needed: {'; '.join(wrk_log)}")
-    stack = ScaleStack(Settings(), plan.max_containers)
+    stack = ScaleStack(Settings())
     report: dict[str, Any] = {
         "bench": "scale", "mode": "quick" if args.quick else "full", "plan": plan.__dict__,
         "machine": {"cpus": os.cpu_count(), "load1_at_start": round(load1(), 2)},
@@ -460,26 +491,31 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             say(f"  deployed in {report['deploy_s_for_mixed_lambdas']} s")
 
             async def cold(invokers: int) -> None:
-                say(f"cold starts, {plan.lambdas} lambdas, {invokers} invoker(s)")
+                say(f"cold starts, {plan.lambdas} lambdas, {invokers} invoker(s), "
+                    f"pools of {plan.max_containers}")
                 result = await cold_start_rate(gw, mixed, plan.cold_calls, seed=7)
                 result["pools"] = await pool_sizes(stack)
+                result["max_containers_per_invoker"] = plan.max_containers
                 report["cold_starts"][f"{invokers}_invokers"] = result
                 say(f"  cold-start rate {result['cold_rate']} ({result['cold']} of {result['ok']})")
 
-            await cold(1)
             for invokers, gateways in LAYOUTS:
                 key = f"{invokers}x{gateways}"
                 if stack.layout_now != (invokers, gateways):
                     report["layout_start_s"][key] = round(await stack.layout(invokers, gateways), 1)
-                if (invokers, gateways) == (3, 1):
-                    await cold(3)
                 say(f"throughput, {invokers} invoker(s), {gateways} gateway(s)")
                 result = await throughput(stack, creds, spread, plan, wrk_path)
                 report["throughput"][key] = result
                 rate = result["ok_per_s"]
                 say(f"  {rate['median']:.0f}/s (min {rate['min']:.0f}, max {rate['max']:.0f}), "
-                    f"{result['errors']} errors, load {result['load1_at_starts']}; "
-                    f"CPU: {result['cpu_of_median_run']}")
+                    f"{result['errors']} errors, load {result['load1_at_starts']}, "
+                    f"{result['warmup_rounds']} warm-up round(s); CPU: {result['cpu_of_median_run']}")
+            # Cold starts last, on fresh invokers with the smaller pools.
+            say(f"restarting the invokers with pools of {plan.max_containers}")
+            await stack.fresh_invokers(plan.max_containers)
+            await cold(1)
+            await stack.layout(MAX_INVOKERS, stack.layout_now[1] if stack.layout_now else 1)
+            await cold(MAX_INVOKERS)
         finally:
             await gw.aclose()
     finally:

@@ -11,13 +11,11 @@ both invokers ran invocations, and each lambda stayed with one invoker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +30,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
+from bench.scale import free_block
 from fnbus import local
 from fnbus.config import Settings
 from fnbus.sandbox import LABEL_OWNER
@@ -56,23 +55,6 @@ def _code(tag: str) -> str:
             f"  callback(null, {{ lambda: '{tag}', nonce: input.payload.nonce }});\n}}\n")
 
 
-def _free_block(size: int) -> int:
-    """A first port whose next ``size - 1`` ports are free too (replica ports step by 1)."""
-    for _ in range(50):
-        base = free_port()
-        if base + size >= 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(base, base + size):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports")
-
-
 @dataclass
 class Scaled:
     settings: Settings
@@ -87,7 +69,7 @@ class Scaled:
 async def scaled(settings: Settings, run_id: str) -> AsyncIterator[Scaled]:
     tag = f"{run_id}sc{secrets.token_hex(2)}"
     db_name = f"fnbus_test_{tag}"
-    base = _free_block(5)  # gateway, gateway own ports ×2, invoker ×2
+    base = free_block(5)  # gateway, gateway own ports ×2, invoker ×2
     # A short home and id: runner sockets live at <home>/sockets/<id>/<container>/runner.sock,
     # and a unix socket path longer than 107 bytes cannot be connected to.
     home = Path(tempfile.mkdtemp(prefix="fnsc-"))
