@@ -207,7 +207,8 @@ def machine_line(report: dict[str, Any], source: str) -> str:
 
 
 def kafka_tables(report: dict[str, Any]) -> str | None:
-    doc = None
+    """The sweeps of a bench/run.py result (in a figure's details), or a ``bench.kafka_bench --json`` file."""
+    doc = report if "sync_latency" in report else None
     for fig in report.get("figures", []):
         doc = (fig.get("details") or {}).get("kafka_tuning") or doc
     if not doc:
@@ -251,17 +252,23 @@ def render(report: dict[str, Any], source: str, scale: dict[str, Any] | None = N
 
 
 def replace_between(text: str, markers: tuple[str, str], body: str) -> str:
+    """Replace the lines between two marker lines (a marker quoted inside prose is not a marker line)."""
     begin, end = markers
-    i, j = text.find(begin), text.find(end)
-    if i < 0 or j < i:
-        raise ValueError(f"markers {begin} … {end} not found (in this order)")
-    return text[: i + len(begin)] + "\n" + body.rstrip() + "\n" + text[j:]
+    lines = text.split("\n")
+    try:
+        i = lines.index(begin)
+        j = lines.index(end, i + 1)
+    except ValueError:
+        raise ValueError(f"marker lines {begin} … {end} not found (in this order)") from None
+    return "\n".join([*lines[: i + 1], body.rstrip(), *lines[j:]])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/report.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("result", type=Path, help="a bench/run.py result file")
     parser.add_argument("--scale", type=Path, default=None, help="a bench/scale.py result to render too")
+    parser.add_argument("--kafka", type=Path, action="append", default=[],
+                        help="a `python -m bench.kafka_bench --json` file whose sweeps go into the Kafka block too")
     parser.add_argument("--update-readme", action="store_true",
                         help="replace the marked tables in README.md and bench/README.md")
     args = parser.parse_args(argv)
@@ -272,7 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         source = args.result.as_posix()
     table = render(report, source, scale)
-    kafka = kafka_tables(report)
+    blocks = []
+    for path, doc in [(source, report), *((p.as_posix(), json.loads(p.read_text())) for p in args.kafka)]:
+        table_text = kafka_tables(doc)
+        if table_text:
+            commit = (doc.get("run") or {}).get("commit")
+            blocks.append(f"From `{path}`" + (f" (commit `{commit}`)" if commit else "") + f":\n\n{table_text}")
+    kafka = "\n\n".join(blocks) or None
     if not args.update_readme:
         print(table)
         if kafka:
@@ -283,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"updated {readme.relative_to(REPO)}")
     if kafka:
         bench_readme = REPO / "bench" / "README.md"
-        body = f"From `{source}` (commit `{report.get('run', {}).get('commit') or '?'}`):\n\n{kafka}"
-        bench_readme.write_text(replace_between(bench_readme.read_text(), KAFKA_MARKERS, body))
+        bench_readme.write_text(replace_between(bench_readme.read_text(), KAFKA_MARKERS, kafka))
         print(f"updated {bench_readme.relative_to(REPO)}")
     return 0
 

@@ -93,6 +93,9 @@ def test_replace_between_markers_keeps_the_rest() -> None:
     assert out == "intro\n<!-- bench:begin -->\nnew table\n<!-- bench:end -->\nafter\n"
     with pytest.raises(ValueError):
         replace_between("no markers", ("<!-- a -->", "<!-- b -->"), "x")
+    quoted = "see `<!-- bench:begin -->` and `<!-- bench:end -->`\n" + text
+    out = replace_between(quoted, ("<!-- bench:begin -->", "<!-- bench:end -->"), "new")
+    assert out.startswith("see `<!-- bench:begin -->` and `<!-- bench:end -->`\nintro\n<!-- bench:begin -->\nnew\n")
 
 
 def test_kafka_tables_from_the_tuning_details() -> None:
@@ -111,3 +114,4 @@ def test_kafka_tables_from_the_tuning_details() -> None:
     assert "| send_nowait, 3000/s | 5 | 16 KiB | 3000 | 6.6 ms | 58 µs | 28 µs |" in text
     assert "| 200 | 0.30 ms | 0.70 ms |" in text
     assert kafka_tables(report()) is None
+    assert kafka_tables(doc) == text  # a bench.kafka_bench --json file as it is
