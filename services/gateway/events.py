@@ -26,7 +26,7 @@ from fnbus.retry import RetryPolicyUpdate
 from fnbus.schemas import ErrorCode, Header, InvocationOutcome, InvocationResult, new_id
 from services.gateway.auth import require
 from services.gateway.internal_client import InternalClient
-from services.gateway.invoke import REPLY_GRACE_S, Invocations, _lp_error, _ours
+from services.gateway.invoke import REPLY_GRACE_S, Invocations, Trace, _lp_error, _ours, _stamp
 from services.gateway.management import _forward
 from services.gateway.routes import operation
 
@@ -48,7 +48,8 @@ class EventInvokeBody(BaseModel):
 
 
 async def _invoke_by_event(request: Request, who: Identity, account_id: str, event_id: str,
-                           body: EventInvokeBody, *, sync: bool, timeout_ms: int | None
+                           body: EventInvokeBody, trace: Trace, *, sync: bool,
+                           timeout_ms: int | None
                            ) -> tuple[dict[str, Any], InvocationResult | None]:
     """Ask the registry to route; wait for the result when it ran one lambda synchronously."""
     inv: Invocations = request.app.state.invocations
@@ -62,7 +63,8 @@ async def _invoke_by_event(request: Request, who: Identity, account_id: str, eve
             json={"headers": [h.model_dump() for h in body.headers], "payload": body.payload,
                   "skill_id": body.skill_id, "partition_key": body.partition_key,
                   "reply_to": request.app.state.reply_topic if sync else None,
-                  "activation_id": activation_id, "timeout_ms": timeout_ms})
+                  "activation_id": activation_id, "timeout_ms": timeout_ms,
+                  "trace_id": trace.trace_id})
         if routed.get("mode") != "sync" or future is None:
             return routed, None
         wait_s = (timeout_ms or inv.default_timeout_ms) / 1000 + REPLY_GRACE_S
@@ -99,11 +101,12 @@ async def invoke_event(account_id: str, event_id: str, body: EventInvokeBody, re
                        run_async: bool = Query(False, alias="async"),
                        timeout_ms: int | None = Query(None, ge=100)) -> JSONResponse:
     _check_timeout(request, timeout_ms)
-    routed, result = await _invoke_by_event(request, who, account_id, event_id, body,
+    trace = Trace(request)
+    routed, result = await _invoke_by_event(request, who, account_id, event_id, body, trace,
                                             sync=not run_async, timeout_ms=timeout_ms)
     if result is None:
-        return _accepted(routed)
-    return _ours(result)
+        return _stamp(_accepted(routed), trace)
+    return _stamp(_ours(result), trace)
 
 
 @op("POST", LP_ACC + "/events/{eventId}/invoke", P.LAMBDA_INVOKE, tags=["compatibility"],
@@ -116,17 +119,19 @@ async def lp_invoke_event(accountId: str, eventId: str, body: EventInvokeBody,  
                           externalSystem: str = "") -> JSONResponse:  # noqa: N803
     if skillId and not body.skill_id:
         body = body.model_copy(update={"skill_id": skillId})
+    trace = Trace(request)
     try:
-        routed, result = await _invoke_by_event(request, who, accountId, eventId, body, sync=True,
-                                                timeout_ms=None)
+        routed, result = await _invoke_by_event(request, who, accountId, eventId, body, trace,
+                                                sync=True, timeout_ms=None)
     except NotFound as exc:
         return JSONResponse({"errorCode": ErrorCode.NOT_DEPLOYED, "errorMsg": exc.message},
                             status_code=404)
     if result is None:
-        return _accepted(routed)
+        return _stamp(_accepted(routed), trace)
     if result.outcome is InvocationOutcome.SUCCEEDED:
-        return JSONResponse(result.result, headers={"X-Activation-Id": result.activation_id})
-    return _lp_error(result)
+        return _stamp(JSONResponse(result.result, headers={"X-Activation-Id": result.activation_id}),
+                      trace)
+    return _stamp(_lp_error(result), trace)
 
 
 @op("GET", ACC + "/events/{event_id}/isImplemented", P.LAMBDA_READ,

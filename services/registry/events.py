@@ -69,6 +69,7 @@ class EventInvoke(BaseModel):
     reply_to: str | None = None  # the gateway's reply topic when the caller waits
     activation_id: str | None = None  # chosen by the gateway before it starts waiting
     timeout_ms: int | None = None
+    trace_id: str | None = Field(default=None, pattern="^[0-9a-f]{32}$")  # the caller's trace
 
 
 def request_headers(extra: dict[str, str]) -> list[tuple[str, bytes]]:
@@ -130,7 +131,8 @@ class EventRouter:
                    Header(key="ce-type", value=event_type)]
         if body.skill_id:
             headers.append(Header(key="skillId", value=body.skill_id))
-        trace_id = new_trace_id()  # one trace for the event: every lambda it fans out to
+        # One trace for the event, the caller's if it sent one: every lambda it fans out to.
+        trace_id = body.trace_id or new_trace_id()
         requests = [self.build(account_id, event_id, event_type, t, payload=body.payload,
                                headers=headers, partition_key=body.partition_key,
                                created_ms=now_ms(),

@@ -236,3 +236,27 @@ async def test_every_daily_partition_has_the_trace_indexes(world: World, setting
             assert all(r["indexed"] for r in rows), rows
     finally:
         await conn.close()
+
+
+async def test_invocation_by_event_over_http_keeps_the_callers_trace(world: World) -> None:
+    # The other account: its only lambda bound to the event, so the call is synchronous.
+    lambda_id = await deploy(world.other, "trace-by-event", ECHO, event_id=COMMAND)
+    header = traceparent(trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+    async with world.other.client() as c:
+        r = await c.post(f"/events/{COMMAND}/invoke", headers={"traceparent": header},
+                         json={"payload": {"command": "traced"}}, timeout=90)
+    assert r.status_code == 200, r.text
+    trace_id, span_id, _ = answered_trace(r)
+    assert trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and span_id != CALLER_SPAN
+    record = await activation(world.other, r.json()["activation_id"])
+    assert record["lambda_id"] == lambda_id and record["trace_id"] == trace_id
+    # Asynchronous by event: the 202 names the trace its activations carry.
+    async with world.other.client() as c:
+        r = await c.post(f"/events/{COMMAND}/invoke", params={"async": "true"},
+                         headers={"traceparent": "not-a-traceparent"},
+                         json={"payload": {"command": "traced"}}, timeout=90)
+    assert r.status_code == 202, r.text
+    trace_id, _, _ = answered_trace(r)
+    [invocation] = r.json()["invocations"]
+    record = await activation(world.other, invocation["activation_id"])
+    assert record["trace_id"] == trace_id
