@@ -180,8 +180,11 @@ async def _stale_containers(client: Any, engine: DockerRuntime) -> list[Containe
 
 
 async def _remove_stale(engine: DockerRuntime, stale: list[ContainerHandle]) -> None:
+    # One at a time: a burst of removals slows the engine's starts of new containers.
     began = time.monotonic()
-    await asyncio.gather(*(engine.remove(handle) for handle in stale), return_exceptions=True)
+    for handle in stale:
+        with contextlib.suppress(Exception):
+            await engine.remove(handle)
     log.info("removed containers left by a previous run",
              extra={"count": len(stale), "elapsed_s": round(time.monotonic() - began, 2)})
 
@@ -235,9 +238,6 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(cache.stop)
             health.add("lambda_cache", cache.check)
             stale = await listing
-            if stale:
-                reclaim = asyncio.create_task(_remove_stale(engine, stale), name="reclaim")
-                stack.push_async_callback(_settled, reclaim)
             try:
                 remapped = userns_remapped(await engine_info)
             except Exception as exc:  # noqa: BLE001 - the docker health check says why
@@ -307,6 +307,9 @@ def create_app(settings: Settings) -> FastAPI:
                 log.warning("no pre-warmed runner yet; consuming anyway",
                             extra={"waited_s": PREWARM_WAIT_S})
             await dispatcher.start()  # returns once the group assigned its partitions
+            if stale:
+                reclaim = asyncio.create_task(_remove_stale(engine, stale), name="reclaim")
+                stack.push_async_callback(_settled, reclaim)
             log.info("consuming invocation requests", extra={
                 "instance": instance, "startup_s": round(time.monotonic() - began, 2)})
             stack.push_async_callback(dispatcher.stop)
