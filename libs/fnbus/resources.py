@@ -27,7 +27,10 @@ async def database(settings: Settings, health: Health) -> AsyncIterator[asyncpg.
 
 @contextlib.asynccontextmanager
 async def producer(settings: Settings, health: Health, client_id: str) -> AsyncIterator[Producer]:
-    prod = Producer(settings.kafka_bootstrap, client_id=client_id)
+    prod = Producer(settings.kafka_bootstrap, client_id=client_id,
+                    linger_ms=settings.kafka_linger_ms,
+                    bulk_linger_ms=settings.kafka_bulk_linger_ms,
+                    bulk_max_batch_size=settings.kafka_bulk_batch_bytes)
     await prod.start()
     health.add("kafka_producer", prod.ping)
     try:
