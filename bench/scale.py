@@ -1,6 +1,7 @@
 """Scale-out benchmark: sync throughput by invoker and gateway count, and cold starts by invoker count.
 
     python bench/scale.py [--quick] [--json FILE] [--lambdas N] [--max-containers N]
+                          [--only throughput|cold] [--keep]
 
 What it measures (docs/scaling.md has the figures and what they mean):
 
@@ -484,11 +485,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         try:
             say("deploying 8 lambdas, one per partition of the invocations topic")
             spread = await one_per_partition(gw, f"tp{stack.run_id}")
-            say(f"deploying {plan.lambdas} lambdas for the mixed workload")
-            t0 = time.monotonic()
-            mixed = await deploy_many(gw, [f"mx{stack.run_id}-{n}" for n in range(plan.lambdas)])
-            report["deploy_s_for_mixed_lambdas"] = round(time.monotonic() - t0, 1)
-            say(f"  deployed in {report['deploy_s_for_mixed_lambdas']} s")
+            mixed: list[str] = []
+            if args.only != "throughput":
+                say(f"deploying {plan.lambdas} lambdas for the mixed workload")
+                t0 = time.monotonic()
+                mixed = await deploy_many(gw, [f"mx{stack.run_id}-{n}" for n in range(plan.lambdas)])
+                report["deploy_s_for_mixed_lambdas"] = round(time.monotonic() - t0, 1)
+                say(f"  deployed in {report['deploy_s_for_mixed_lambdas']} s")
 
             async def cold(invokers: int) -> None:
                 say(f"cold starts, {plan.lambdas} lambdas, {invokers} invoker(s), "
@@ -499,7 +502,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 report["cold_starts"][f"{invokers}_invokers"] = result
                 say(f"  cold-start rate {result['cold_rate']} ({result['cold']} of {result['ok']})")
 
-            for invokers, gateways in LAYOUTS:
+            for invokers, gateways in LAYOUTS if args.only != "cold" else []:
                 key = f"{invokers}x{gateways}"
                 if stack.layout_now != (invokers, gateways):
                     report["layout_start_s"][key] = round(await stack.layout(invokers, gateways), 1)
@@ -510,6 +513,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"  {rate['median']:.0f}/s (min {rate['min']:.0f}, max {rate['max']:.0f}), "
                     f"{result['errors']} errors, load {result['load1_at_starts']}, "
                     f"{result['warmup_rounds']} warm-up round(s); CPU: {result['cpu_of_median_run']}")
+            if args.only == "throughput":
+                report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                return report
             # Cold starts last, on fresh invokers with the smaller pools.
             say(f"restarting the invokers with pools of {plan.max_containers}")
             await stack.fresh_invokers(plan.max_containers)
@@ -542,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lambdas", type=int, default=0, help="lambdas in the mixed workload")
     parser.add_argument("--max-containers", type=int, default=0, help="per invoker")
     parser.add_argument("--keep", action="store_true", help="keep the private home (logs)")
+    parser.add_argument("--only", choices=("throughput", "cold"), help="one of the two measurements")
     args = parser.parse_args(argv)
     report = asyncio.run(main_async(args))
     for line in summary_lines(report):
