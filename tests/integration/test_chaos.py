@@ -60,15 +60,7 @@ def test_every_sync_caller_is_answered_in_time(chaos: dict[str, dict[str, Any]],
     assert all(code.split(" ", 1)[1] != "None" for code in s["sync_errors"]), json.dumps(s)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("invoker_kill", marks=pytest.mark.xfail(
-        strict=False,
-        reason="open: a relaunched invoker gets its partitions only when the dead member's "
-               "10 s group session expires, then drains the backlog (bench/README.md, chaos)")),
-    "kafka_restart",
-    "postgres_restart",
-    "log_ingest_kill",
-])
+@pytest.mark.parametrize("name", CI_SCENARIOS)
 def test_recovery_within_10_s_of_the_return(chaos: dict[str, dict[str, Any]], name: str) -> None:
     s = chaos[name]
     assert s["recovery_s"] is not None and s["recovery_s"] <= 10, json.dumps(s)
