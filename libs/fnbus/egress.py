@@ -306,6 +306,14 @@ class EgressPolicy:
             with open(ca_file, encoding="utf-8") as handle:
                 extra_ca_pem = handle.read()
         ports = {settings.port_of(name) for name in SERVICE_NAMES}
+        # Replicas of a scaled local stack (fnbus.local): invoker n on invoker_port + (n-1)
+        # steps, gateway n's own port on gateway_port + n steps.
+        step = int(getattr(settings, "replica_port_step", 0) or 0)
+        if step:
+            ports.update(settings.invoker_port + n * step
+                         for n in range(int(getattr(settings, "invokers", 1))))
+            ports.update(settings.gateway_port + n * step
+                         for n in range(1, int(getattr(settings, "gateways", 1)) + 1))
         ports.update(_bootstrap_ports(settings.kafka_bootstrap))
         ports.add(KAFKA_CONTROLLER_PORT)
         ports.add(_url_port(settings.database_url, DEFAULT_POSTGRES_PORT))
