@@ -118,6 +118,20 @@ class KafkaFloor:
     produce_ack_ms: list[float] = field(default_factory=list)
 
 
+async def resolve_arrivals(consumer: AIOKafkaConsumer, pending: dict[bytes, asyncio.Future[float]],
+                           *, timeout_ms: int = 200) -> None:
+    """Until cancelled: a record whose value is a key of ``pending`` resolves that future
+    with its arrival time (``time.perf_counter``)."""
+    while True:
+        batch = await consumer.getmany(timeout_ms=timeout_ms)
+        now = time.perf_counter()
+        for records in batch.values():
+            for record in records:
+                fut = pending.pop(record.value, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(now)
+
+
 async def kafka_floor(bootstrap: str, *, round_trips: int, fetch_max_wait_ms: int = 200) -> KafkaFloor:
     """Sequential produce→consume round trips on a one-partition ``bench.*`` topic.
 
@@ -138,17 +152,7 @@ async def kafka_floor(bootstrap: str, *, round_trips: int, fetch_max_wait_ms: in
         await consumer.seek_to_end(tp)
         await consumer.position(tp)
 
-        async def read() -> None:
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                now = time.perf_counter()
-                for records in batch.values():
-                    for record in records:
-                        fut = pending.pop(record.value, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(now)
-
-        reader = asyncio.create_task(read(), name="bench-kafka-reader")
+        reader = asyncio.create_task(resolve_arrivals(consumer, pending), name="bench-kafka-reader")
         async with Producer(bootstrap, client_id="fnbus-bench") as producer:
             loop = asyncio.get_running_loop()
             for i in range(round_trips + 20):

@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.floors import resolve_arrivals
 from fnbus.kafka import Producer
 from fnbus.topics import Topics, TopicSpec, ensure_topics
 
@@ -166,17 +167,7 @@ async def linger_latency(bootstrap: str, *, linger_ms: int, round_trips: int,
     pending: dict[bytes, asyncio.Future[float]] = {}
     tasks: list[asyncio.Task[None]] = []
     try:
-        async def read() -> None:
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                now = time.perf_counter()
-                for records in batch.values():
-                    for record in records:
-                        fut = pending.pop(record.value, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(now)
-
-        tasks.append(asyncio.create_task(read()))
+        tasks.append(asyncio.create_task(resolve_arrivals(consumer, pending)))
         async with Producer(bootstrap, client_id="fnbus-bench", linger_ms=linger_ms) as producer:
             if background_per_s:
                 async def background() -> None:
@@ -314,17 +305,7 @@ async def fetch_latency(bootstrap: str, *, fetch_max_wait_ms: int, records: int)
     out: list[float] = []
     reader: asyncio.Task[None] | None = None
     try:
-        async def read() -> None:
-            while True:
-                batch = await consumer.getmany(timeout_ms=1000)
-                now = time.perf_counter()
-                for recs in batch.values():
-                    for record in recs:
-                        fut = pending.pop(record.value, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(now)
-
-        reader = asyncio.create_task(read())
+        reader = asyncio.create_task(resolve_arrivals(consumer, pending, timeout_ms=1000))
         async with Producer(bootstrap, client_id="fnbus-bench") as producer:
             loop = asyncio.get_running_loop()
             for i in range(records + WARMUP):

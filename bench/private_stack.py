@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -45,6 +45,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def remove_containers(owners: Iterable[str]) -> None:
+    """Containers labelled as owned by one of ``owners`` (invoker instance ids; the engine is shared)."""
+    for owner in owners:
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_OWNER}={owner}"],
+                             capture_output=True, text=True, check=False).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+async def delete_topics(bootstrap: str, prefix: str, warn: Callable[[str], None]) -> None:
+    """Delete the ``<prefix>.*`` topics; a failure is only reported (leftovers are harmless)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        mine = [t for t in await admin.list_topics() if t.startswith(f"{prefix}.")]
+        if mine:
+            await admin.delete_topics(mine)
+    except Exception as exc:  # noqa: BLE001 - leftovers are harmless, say so
+        warn(f"could not delete the {prefix}.* topics: {exc}")
+    finally:
+        await admin.close()
 
 
 def _with_db(url: str, name: str) -> str:
@@ -155,21 +180,8 @@ class PrivateStack:
 
     def _remove_containers(self) -> None:
         """Only containers labelled with this run's invoker instance (the engine is shared)."""
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_OWNER}={self.instance_id}"],
-                             capture_output=True, text=True, check=False).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+        remove_containers([self.instance_id])
 
     async def _delete_topics(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.base.kafka_bootstrap)
-        try:
-            await admin.start()
-            mine = [t for t in await admin.list_topics() if t.startswith(f"{self.prefix}.")]
-            if mine:
-                await admin.delete_topics(mine)
-        except Exception as exc:  # noqa: BLE001 - leftovers are harmless, say so
-            print(f"bench: could not delete the {self.prefix}.* topics: {exc}", file=sys.stderr)
-        finally:
-            await admin.close()
+        await delete_topics(self.base.kafka_bootstrap, self.prefix,
+                            lambda message: print(f"bench: {message}", file=sys.stderr))

@@ -61,10 +61,10 @@ sys.path[:0] = [str(REPO / "libs"), str(REPO)]
 
 from bench import cpu, wrk  # noqa: E402
 from bench.gateway import Credentials, Gateway, node_code  # noqa: E402
+from bench.private_stack import delete_topics, remove_containers  # noqa: E402
 from bench.stats import median  # noqa: E402
 from fnbus import local  # noqa: E402
 from fnbus.config import Settings  # noqa: E402
-from fnbus.sandbox import LABEL_OWNER  # noqa: E402
 from fnbus.topics import Topics  # noqa: E402
 
 SERVICES = ["registry", "deployer", "invoker", "gateway"]
@@ -273,26 +273,10 @@ class ScaleStack:
     @staticmethod
     def _remove_containers(settings: Settings) -> None:
         """Containers labelled with one of this run's invoker ids (the engine is shared)."""
-        for r in local.plan(settings, ["invoker"]):
-            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_OWNER}={r.instance_id}"],
-                                 capture_output=True, text=True, check=False).stdout.split()
-            if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+        remove_containers(r.instance_id for r in local.plan(settings, ["invoker"]) if r.instance_id)
 
     async def _delete_topics(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        prefix = Topics(self.fields["topic_prefix"]).prefix
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.base.kafka_bootstrap)
-        try:
-            await admin.start()
-            mine = [t for t in await admin.list_topics() if t.startswith(f"{prefix}.")]
-            if mine:
-                await admin.delete_topics(mine)
-        except Exception as exc:  # noqa: BLE001 - leftovers are harmless, say so
-            say(f"could not delete the {prefix}.* topics: {exc}")
-        finally:
-            await admin.close()
+        await delete_topics(self.base.kafka_bootstrap, Topics(self.fields["topic_prefix"]).prefix, say)
 
 
 # --- lambdas -------------------------------------------------------------------------------
