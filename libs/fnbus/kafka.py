@@ -4,11 +4,17 @@ Contract of :class:`Consumer`:
 1. ``start()`` joins the group; it refuses to run twice.
 2. ``run(handler)`` calls ``handler`` for every record, in partition order, and
    commits a record's offset only after ``handler`` returned — at-least-once.
-3. Offsets are committed once per partition batch, up to the last handled
-   record. If ``handler`` raises, that record's offset is not committed; the error is logged and the
-   record is retried after ``retry_backoff_ms`` (handlers decide what is poison).
+3. Offsets are committed up to the last handled record at most every
+   ``commit_interval_ms`` (and when partitions are revoked, and when ``run``
+   returns), not once per batch: a steady stream of single records would
+   otherwise cost an offset commit — a broker round trip and a write to
+   ``__consumer_offsets`` — per record. A crash redelivers at most that
+   interval's records, as at-least-once allows. If ``handler`` raises, that
+   record's offset is not committed; the error is logged and the record is
+   retried after ``retry_backoff_ms`` (handlers decide what is poison).
 4. ``request_stop()`` stops taking records; ``run`` returns after the record in
-   hand finished and was committed. ``stop()`` then leaves the group. Safe twice.
+   hand finished and everything handled was committed. ``stop()`` then leaves
+   the group. Safe twice.
 
 Contract of :class:`Producer` (idempotent, ``acks=all``):
 1. A record over :data:`fnbus.topics.MAX_MESSAGE_BYTES` (the topics'
@@ -32,10 +38,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 
 from fnbus.topics import MAX_MESSAGE_BYTES
@@ -46,6 +59,8 @@ Handler = Callable[[ConsumerRecord], Awaitable[None]]
 
 # aiokafka's default batch per partition (bytes); bench/README.md has the sweep.
 DEFAULT_MAX_BATCH_BYTES = 16384
+#: How often a :class:`Consumer` commits what it handled (contract 3).
+COMMIT_INTERVAL_MS = 500
 
 
 class KafkaHelperError(Exception):
@@ -240,10 +255,15 @@ class Producer:
         return await future
 
     async def send_nowait(
-        self, topic: str, value: bytes, *, key: str | bytes | None = None
+        self, topic: str, value: bytes, *, key: str | bytes | None = None, bulk: bool = True
     ) -> asyncio.Future[Any]:
-        """Queue a record; the returned future resolves when the broker acknowledged it."""
-        lane = self._bulk or self._fast
+        """Queue a record; the returned future resolves when the broker acknowledged it.
+
+        ``bulk=False`` puts it on the latency lane (as :meth:`send` does) even when a
+        bulk lane exists. Records queued in the same event-loop turn leave in one
+        produce request per broker.
+        """
+        lane = (self._bulk if bulk else None) or self._fast
         producer = await lane.client()
         future = await producer.send(topic, value, key=_key(key))
         lane.watch(producer, future)
@@ -274,10 +294,14 @@ class Consumer:
         auto_offset_reset: str = "earliest",
         retry_backoff_ms: int = 1000,
         max_poll_records: int = 100,
+        commit_interval_ms: int = COMMIT_INTERVAL_MS,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._group_id = group_id
+        self._commit_interval_s = commit_interval_ms / 1000
+        self._uncommitted: dict[TopicPartition, int] = {}  # next offset to commit, per partition
+        self._next_commit = 0.0  # monotonic time of the next due commit
         self._client_id = client_id
         self._auto_offset_reset = auto_offset_reset
         self._retry_backoff_ms = retry_backoff_ms
@@ -300,7 +324,7 @@ class Consumer:
         if self._consumer is not None:
             raise RuntimeError("consumer already started")
         consumer = AIOKafkaConsumer(
-            *self._topics,
+            *([] if self._group_id is not None else self._topics),
             bootstrap_servers=self._bootstrap,
             group_id=self._group_id,
             client_id=self._client_id,
@@ -310,8 +334,13 @@ class Consumer:
             fetch_max_wait_ms=100,
             isolation_level="read_committed",
         )
+        if self._group_id is not None:
+            # Subscribed with a listener: what was handled is committed before a
+            # partition goes to another member.
+            consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
         await consumer.start()
         self._consumer = consumer
+        self._uncommitted.clear()
         self._stopping.clear()
 
     def request_stop(self) -> None:
@@ -328,19 +357,41 @@ class Consumer:
         return consumer_alive(self._consumer)
 
     async def run(self, handler: Handler) -> None:
-        """Consume until :meth:`stop`; commit each record after its handler returned."""
+        """Consume until :meth:`stop`; commit records after their handler returned."""
         consumer = self.raw
-        while not self._stopping.is_set():
-            try:
-                batches = await consumer.getmany(timeout_ms=200)
-            except (KafkaError, asyncio.CancelledError) as exc:
-                if self._stopping.is_set() or isinstance(exc, asyncio.CancelledError):
-                    return
-                log.warning("kafka poll failed", extra={"error": str(exc)})
-                await asyncio.sleep(self._retry_backoff_ms / 1000)
-                continue
-            for tp, records in batches.items():
-                await self._handle_partition(consumer, tp, records, handler)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batches = await consumer.getmany(timeout_ms=200)
+                except (KafkaError, asyncio.CancelledError) as exc:
+                    if self._stopping.is_set() or isinstance(exc, asyncio.CancelledError):
+                        return
+                    log.warning("kafka poll failed", extra={"error": str(exc)})
+                    await asyncio.sleep(self._retry_backoff_ms / 1000)
+                    continue
+                for tp, records in batches.items():
+                    await self._handle_partition(consumer, tp, records, handler)
+                if self._uncommitted and time.monotonic() >= self._next_commit:
+                    await self.commit()
+        finally:
+            if self._consumer is consumer:
+                await asyncio.shield(self.commit())
+
+    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit what was handled (of ``partitions``, default all); failures are logged."""
+        consumer = self._consumer
+        wanted = self._uncommitted if partitions is None else {
+            tp: self._uncommitted[tp] for tp in partitions if tp in self._uncommitted}
+        if consumer is None or self._group_id is None or not wanted:
+            return
+        offsets = dict(wanted)
+        for tp in offsets:
+            self._uncommitted.pop(tp, None)
+        self._next_commit = time.monotonic() + self._commit_interval_s
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("offset commit failed; records may be redelivered", extra={"error": str(exc)})
 
     async def _handle_partition(
         self,
@@ -374,12 +425,8 @@ class Consumer:
                 if self._stopping.is_set():
                     return
         finally:
-            # One commit per partition batch: at-least-once without a round trip per record.
             if done is not None and self._group_id is not None:
-                try:
-                    await consumer.commit({tp: done + 1})
-                except KafkaError as exc:
-                    log.warning("offset commit failed", extra={"error": str(exc)})
+                self._uncommitted[tp] = done + 1  # committed by run() when due
 
     async def __aenter__(self) -> Consumer:
         await self.start()
@@ -387,3 +434,16 @@ class Consumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    """Commits a :class:`Consumer`'s handled records of partitions it is about to lose."""
+
+    def __init__(self, owner: Consumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._owner.commit(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        return None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from fnbus.config import Settings
 from fnbus.db import apply_migrations, load_migrations
@@ -154,3 +155,59 @@ async def test_service_healthy_and_metrics(settings: Settings, name: str) -> Non
     app = module.create_app(own)
     async with serve_in_loop(app, free_port()) as url:
         await _check_health_and_metrics(url, name)
+
+
+async def test_commits_are_batched_in_time_and_flushed_on_stop(settings: Settings, run_id: str) -> None:
+    """Contract 3: handled records are committed every commit_interval_ms, not per batch,
+    and whatever is still uncommitted is committed when run() returns."""
+    topic = f"{settings.topic_prefix}.commits"
+    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 1)])
+    tp = TopicPartition(topic, 0)
+    handled: list[bytes] = []
+
+    async def handle(record: ConsumerRecord) -> None:
+        handled.append(record.value)
+
+    def seen(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return len(handled) >= n
+        return check
+
+    async def committed(consumer: Consumer) -> int | None:
+        value: int | None = await consumer.raw.committed(tp)
+        return value
+
+    async with Producer(settings.kafka_bootstrap) as producer:
+        # A long interval: records handled one by one stay uncommitted while running...
+        slow = Consumer(settings.kafka_bootstrap, [topic], group_id=f"slow-{run_id}",
+                        commit_interval_ms=60_000)
+        async with slow:
+            task = asyncio.create_task(slow.run(handle))
+            for i in range(3):
+                await producer.send(topic, f"r{i}".encode())
+                await eventually(seen(i + 1), what=f"record {i} handled")
+            first_commit = await committed(slow)
+            await producer.send(topic, b"r3")
+            await eventually(seen(4), what="record handled")
+            assert await committed(slow) == first_commit  # not one commit per record
+            # ... and all of them are committed when the consumer stops.
+            slow.request_stop()
+            await asyncio.wait_for(task, timeout=30)
+            assert await committed(slow) == 4
+
+        # A short interval: the committed offset follows while the consumer runs.
+        handled.clear()
+        fast = Consumer(settings.kafka_bootstrap, [topic], group_id=f"fast-{run_id}",
+                        commit_interval_ms=100)
+        async with fast:
+            task = asyncio.create_task(fast.run(handle))
+            await eventually(seen(4), what="record handled")
+            await producer.send(topic, b"r4")
+            await eventually(seen(5), what="record handled")
+            deadline = asyncio.get_running_loop().time() + 10
+            while await committed(fast) != 5:
+                assert asyncio.get_running_loop().time() < deadline, "offset 5 never committed"
+                await asyncio.sleep(0.05)
+            assert not task.done()
+            fast.request_stop()
+            await asyncio.wait_for(task, timeout=30)

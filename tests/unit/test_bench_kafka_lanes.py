@@ -72,11 +72,13 @@ async def test_send_nowait_goes_through_the_bulk_client(clients: tuple[list[Fake
     assert producer.started
     assert await producer.send("replies", b"reply") == ("meta", "replies")
     futures = [await producer.send_nowait("activations", b"rec"), await producer.send_nowait("logs", b"line")]
+    # bulk=False: queued without waiting, but on the latency lane (the invoker's reply).
+    futures.append(await producer.send_nowait("replies", b"queued reply", bulk=False))
     await asyncio.gather(*futures)
     await producer.stop()
     await producer.stop()  # safe twice
     fast, bulk = made
-    assert (fast.client_id, fast.linger_ms, fast.sent) == ("svc", 0, [b"reply"])
+    assert (fast.client_id, fast.linger_ms, fast.sent) == ("svc", 0, [b"reply", b"queued reply"])
     assert (bulk.client_id, bulk.linger_ms, bulk.max_batch_size, bulk.sent) == (
         "svc-bulk", 20, 65536, [b"rec", b"line"])
     # Started in order, stopped in reverse.
