@@ -255,7 +255,8 @@ class Producer:
         return await future
 
     async def send_nowait(
-        self, topic: str, value: bytes, *, key: str | bytes | None = None, bulk: bool = True
+        self, topic: str, value: bytes, *, key: str | bytes | None = None, bulk: bool = True,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]:
         """Queue a record; the returned future resolves when the broker acknowledged it.
 
@@ -265,7 +266,7 @@ class Producer:
         """
         lane = (self._bulk if bulk else None) or self._fast
         producer = await lane.client()
-        future = await producer.send(topic, value, key=_key(key))
+        future = await producer.send(topic, value, key=_key(key), headers=headers)
         lane.watch(producer, future)
         return future
 
@@ -295,11 +296,18 @@ class Consumer:
         retry_backoff_ms: int = 1000,
         max_poll_records: int = 100,
         commit_interval_ms: int = COMMIT_INTERVAL_MS,
+        fetch_max_wait_ms: int = 100,
+        fetch_min_bytes: int = 1,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._group_id = group_id
         self._commit_interval_s = commit_interval_ms / 1000
+        # A reader that need not see each record at once (fetch_min_bytes > 1) lets the
+        # broker gather records for up to fetch_max_wait_ms: one fetch per batch rather
+        # than one per record.
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._fetch_min_bytes = fetch_min_bytes
         self._uncommitted: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._next_commit = 0.0  # monotonic time of the next due commit
         self._client_id = client_id
@@ -331,7 +339,8 @@ class Consumer:
             enable_auto_commit=False,
             auto_offset_reset=self._auto_offset_reset,
             max_poll_records=self._max_poll_records,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            fetch_min_bytes=self._fetch_min_bytes,
             isolation_level="read_committed",
         )
         if self._group_id is not None:

@@ -33,6 +33,9 @@ RETRY_DELAYS_S = (1, 10, 60, 300)
 
 #: Largest record on any of our topics, in bytes (see the module docstring).
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+#: Header of every activation record: its source (an ``EventSource`` value), so that a
+#: reader interested in one source skips the others without parsing them.
+SOURCE_HEADER = "fnbus-source"
 
 
 @dataclass(frozen=True)

@@ -186,15 +186,20 @@ class Invocations:
                      timeout_s: float = SUBMIT_TIMEOUT_S) -> None:
         # Shielded: a send given up on here stays with the producer (cancelling
         # it half-way would help no one); its late outcome is only logged.
+        # No task per call: the producer's own delivery future is awaited under a
+        # deadline (asyncio.timeout cancels only this await, never the queued record).
         clock = _CLOCK.get()
         if clock is not None:
             clock.produce_ns = time.time_ns()
-        send = asyncio.ensure_future(
-            self.producer.send(self.topic, request.to_bytes(), key=request.lambda_id))
+        send: asyncio.Future[Any] | None = None
         try:
-            await asyncio.wait_for(asyncio.shield(send), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                send = await self.producer.send_nowait(
+                    self.topic, request.to_bytes(), key=request.lambda_id, bulk=False)
+                await asyncio.shield(send)
         except TimeoutError:
-            send.add_done_callback(_late_send_done)
+            if send is not None:
+                send.add_done_callback(_late_send_done)
             raise UpstreamUnavailable(
                 f"the broker did not take the invocation within {timeout_s:.0f} s; it may "
                 f"still run: GET …/activations/{request.activation_id}",
@@ -212,8 +217,8 @@ class Invocations:
             wait_s = (request.timeout_ms or self.default_timeout_ms) / 1000 + REPLY_GRACE_S
             started = asyncio.get_running_loop().time()
             await self.submit(request, timeout_s=min(SUBMIT_TIMEOUT_S, wait_s))
-            left_s = wait_s - (asyncio.get_running_loop().time() - started)
-            return await asyncio.wait_for(future, timeout=max(left_s, 0.001))
+            async with asyncio.timeout_at(started + wait_s):
+                return await future
         except TimeoutError:
             raise ApiError(
                 f"no result within the time limit; the invocation may still finish: "

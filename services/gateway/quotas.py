@@ -64,6 +64,7 @@ from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 from prometheus_client import Counter
 
+from fnbus import resources
 from fnbus.config import Settings
 from fnbus.kafka import Consumer
 from fnbus.schemas import ActivationRecord
@@ -231,7 +232,9 @@ class CompletionFeed:
     def __init__(self, bootstrap: str, topic: str, backlog: Backlog) -> None:
         self._consumer = Consumer(bootstrap, [topic], group_id=None,
                                   client_id="fnbus-gateway-quotas",
-                                  auto_offset_reset="latest", max_poll_records=500)
+                                  auto_offset_reset="latest", max_poll_records=500,
+                                  fetch_max_wait_ms=resources.BATCHED_FETCH_WAIT_MS,
+                                  fetch_min_bytes=resources.BATCHED_FETCH_MIN_BYTES)
         self._backlog = backlog
         self._task: asyncio.Task[None] | None = None
 

@@ -73,7 +73,7 @@ from fnbus.schemas import (
     LogLine,
     now_ms,
 )
-from fnbus.topics import Topics
+from fnbus.topics import SOURCE_HEADER, Topics
 from fnbus.tracing import hops_ms
 from services.invoker.manager import Code, ContainerPool
 from services.invoker.pool import VersionKey
@@ -451,8 +451,9 @@ class Invoker:
         if request.reply_to:
             futures.append(await self.producer.send_nowait(request.reply_to, result.to_bytes(),
                                                            key=request.activation_id, bulk=False))
-        futures.append(await self.producer.send_nowait(self.topics.activations, record.to_bytes(),
-                                                       key=request.activation_id))
+        futures.append(await self.producer.send_nowait(
+            self.topics.activations, record.to_bytes(), key=request.activation_id,
+            headers=[(SOURCE_HEADER, request.source.value.encode())]))
         for seq, entry in enumerate(logs):
             line = LogLine(activation_id=request.activation_id, account_id=request.account_id,
                            lambda_id=request.lambda_id, seq=seq,

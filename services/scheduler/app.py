@@ -55,7 +55,7 @@ def create_app(settings: Settings, options: SchedulerOptions | None = None,
             results = await stack.enter_async_context(resources.consumer(
                 settings, health, [topics.activations],
                 group_id=Topics(settings.topic_prefix).group("scheduler"), client_id="fnbus-scheduler",
-                check_name="activations_consumer"))
+                check_name="activations_consumer", batched=True))
             loops = TaskGroup()
             stopping = asyncio.Event()
             stack.push_async_callback(loops.stop, 5.0)

@@ -19,9 +19,11 @@ from pydantic import ValidationError
 
 from fnbus.lambda_cache import LambdaCache
 from fnbus.schemas import ActivationRecord, EventSource, LambdaChange
+from fnbus.topics import SOURCE_HEADER
 from services.scheduler.store import Schedules
 
 log = logging.getLogger(__name__)
+_SCHEDULER_SOURCE = EventSource.SCHEDULER.value.encode()
 
 
 class ResultHandler:
@@ -31,6 +33,9 @@ class ResultHandler:
     async def __call__(self, record: ConsumerRecord) -> None:
         if record.value is None:
             return
+        source = next((v for k, v in record.headers or () if k == SOURCE_HEADER), None)
+        if source is not None and source != _SCHEDULER_SOURCE:
+            return  # another source's activation: not parsed at all
         try:
             activation = ActivationRecord.from_bytes(record.value)
         except ValidationError as exc:

@@ -21,10 +21,20 @@ class StuckProducer:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.sent: list[bytes] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
 
-    async def send(self, topic: str, value: bytes, *, key: Any = None) -> None:
-        await self.release.wait()
-        self.sent.append(value)
+    async def send_nowait(self, topic: str, value: bytes, *, key: Any = None,
+                          bulk: bool = True) -> asyncio.Future[None]:
+        """Queued at once; the returned future resolves when the broker acknowledged."""
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def deliver() -> None:
+            await self.release.wait()
+            self.sent.append(value)
+            acked.set_result(None)
+
+        self._deliveries.add(asyncio.create_task(deliver()))
+        return acked
 
 
 def _invocations(producer: StuckProducer) -> Invocations:
