@@ -183,3 +183,26 @@ def describe(shares: Mapping[str, object], top: int = 6) -> str:
     if "idle" in numbers:
         text += f", idle {numbers['idle']:.0f}%"
     return text
+
+
+def per_call_ms(shares: Mapping[str, object], calls_per_s: float) -> dict[str, float]:
+    """Core-milliseconds per call of each component, from its percent of one core at a rate.
+
+    ``idle`` is left out; ``total`` is the sum of the rest (the whole machine's busy time
+    per call, load generator included).
+    """
+    if calls_per_s <= 0:
+        return {}
+    out = {k: round(float(v) * 10.0 / calls_per_s, 3) for k, v in shares.items()
+           if isinstance(v, int | float) and k != "idle" and not k.startswith("other_processes")}
+    out["total"] = round(sum(out.values()), 3)
+    return out
+
+
+def ceiling_per_s(per_call: Mapping[str, float], cores: int, without: tuple[str, ...] = ("wrk",)) -> float | None:
+    """Calls per second the machine could carry at that CPU cost per call, all cores busy.
+
+    The load generator (``without``) is not part of the platform: it is taken out.
+    """
+    cost = per_call.get("total", 0.0) - sum(per_call.get(k, 0.0) for k in without)
+    return cores * 1000.0 / cost if cost > 0 else None

@@ -39,7 +39,7 @@ HEADLINE: tuple[tuple[str, str, str | None], ...] = (
     ("warm_c1_p99", "warm sync invoke, concurrency 1, p99 (wrk)", "floor_runner_run_p99"),
     ("overhead_over_runner", "platform overhead over the warm-runner floor, p50", "floor_path_sum"),
     ("floor_gateway_front_p50", "gateway front (HTTP + API key, no Kafka), p50", None),
-    ("throughput", "throughput, sync, small payload", None),
+    ("throughput", "throughput, sync, small payload", "throughput_ceiling"),
     ("async_accepted", "async accepted (202s per second)", None),
     ("async_completed", "async completed end to end (accepted → activation record)", None),
     ("cold_prewarmed", "cold start, pre-warmed container", "floor_cold_direct"),
@@ -136,6 +136,19 @@ def floors_table(report: dict[str, Any]) -> str | None:
         if key in figs:
             lines.append(f"| {label} | {_value(figs[key])} |")
     return "\n".join(lines) if len(lines) > 2 else None
+
+
+def cpu_table(report: dict[str, Any]) -> str | None:
+    """Core-ms per sync call at saturation, by component (the throughput ceiling's basis)."""
+    fig = _figures(report).get("throughput_ceiling")
+    per_call = ((fig or {}).get("details") or {}).get("cpu_ms_per_call")
+    if not per_call:
+        return None
+    rows = sorted(((k, v) for k, v in per_call.items() if k != "total" and v >= 0.01), key=lambda kv: -kv[1])
+    lines = ["| CPU per sync call at saturation (median run) | core-ms |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in rows]
+    lines.append(f"| **all** (the ceiling leaves wrk out: {_value(fig)}) | {per_call['total']:.2f} |")
+    return "\n".join(lines)
 
 
 def _generic_rows(rows: Sequence[dict[str, Any]]) -> str:
@@ -245,6 +258,9 @@ def render(report: dict[str, Any], source: str, scale: dict[str, Any] | None = N
     floors = floors_table(report)
     if floors:
         parts.append(floors)
+    cpu = cpu_table(report)
+    if cpu:
+        parts.append(cpu)
     st = scale_table(scale if scale is not None else report.get("scale"))
     if st:
         parts.append("Scale-out (bench/scale.py):\n\n" + st)

@@ -75,7 +75,7 @@ from fnbus.schemas import (
 )
 from fnbus.topics import SOURCE_HEADER, Topics
 from fnbus.tracing import hops_ms
-from services.invoker.manager import Code, ContainerPool
+from services.invoker.manager import Code, CodeCache, ContainerPool
 from services.invoker.pool import VersionKey
 from services.invoker.proxy import ContainerProxy, InitFailed, ProxyError
 from services.invoker.retries import EVENT_LAG, Retries
@@ -171,7 +171,7 @@ class Invoker:
         self.runtime_images = runtime_images
         self.max_per_account = max_per_account
         self._accounts: dict[str, asyncio.Semaphore] = {}
-        self._code: dict[tuple[str, int], Code] = {}
+        self._code = CodeCache()
         self.retries = retries
         self.recent = RecentActivations()
         self.toolbelt = toolbelt
@@ -295,7 +295,7 @@ class Invoker:
         body = r.json()
         code = Code(code=body["code"], env=dict(body["env"]),
                     can_use_prewarmed=not body["dependencies"])
-        self._code[(lambda_id, version)] = code
+        self._code.put((lambda_id, version), code)
         return code
 
     def _target(self, request: InvocationRequest) -> tuple[int, str, str]:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -61,6 +62,34 @@ class Code:
     code: str
     env: dict[str, str]
     can_use_prewarmed: bool  # no declared dependencies: any runner of the runtime will do
+
+
+class CodeCache:
+    """The code of recently started versions, least recently used dropped beyond ``max_entries``.
+
+    Only cold starts read it (a warm container has its code already); a miss costs one
+    registry call. Bounded so that an invoker running for months over many versions does
+    not keep every version's code (up to 100,000 characters each) forever.
+    """
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, int], Code] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> Code | None:
+        code = self._entries.get(key)
+        if code is not None:
+            self._entries.move_to_end(key)
+        return code
+
+    def put(self, key: tuple[str, int], code: Code) -> None:
+        self._entries[key] = code
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class ContainerPool:

@@ -115,3 +115,21 @@ def test_kafka_tables_from_the_tuning_details() -> None:
     assert "| 200 | 0.30 ms | 0.70 ms |" in text
     assert kafka_tables(report()) is None
     assert kafka_tables(doc) == text  # a bench.kafka_bench --json file as it is
+
+
+def test_cpu_per_call_table_and_the_ceiling_beside_throughput() -> None:
+    from bench.report import cpu_table
+
+    rep = report()
+    rep["figures"].append(spread_figure(
+        "throughput_ceiling", "f", "CPU ceiling", [600.0, 650.0, 700.0], "req/s", "/proc", None, "",
+        {"cpu_ms_per_call": {"gateway": 1.2, "kafka": 0.8, "wrk": 0.4, "registry": 0.001, "total": 2.401}},
+    ).to_dict())
+    row = next(line for line in headline_table(rep).splitlines() if line.startswith("| throughput"))
+    assert row.endswith("| CPU ceiling: 650 req/s (600–700, 3 runs) |")
+    table = cpu_table(rep)
+    assert table is not None
+    assert table.splitlines()[2:] == ["| gateway | 1.20 |", "| kafka | 0.80 |", "| wrk | 0.40 |",
+                                      "| **all** (the ceiling leaves wrk out: 650 req/s (600–700, 3 runs)) | 2.40 |"]
+    assert table in render(rep, "x.json")
+    assert cpu_table(report()) is None
