@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # Invoker pool.
     prewarm_per_runtime: int = 2
     max_containers: int = 32
+    # New containers of one lambda version started at once; further calls of that version
+    # wait for one of its containers to free up (0: no limit; docs/architecture notes).
+    max_starting_per_version: int = Field(default=2, ge=0)
     max_concurrent_per_account: int = 16
     idle_container_ttl_s: int = 300
     runtime_image_node: str = "fnbus/runtime-node:latest"

@@ -248,6 +248,7 @@ def create_app(settings: Settings) -> FastAPI:
             pool = ContainerPool(StartLimited(engine, starts), PoolConfig(
                 images=images, prewarm_per_runtime=settings.prewarm_per_runtime,
                 max_containers=settings.max_containers,
+                max_starting_per_version=settings.max_starting_per_version,
                 idle_ttl_s=settings.idle_container_ttl_s,
                 init_timeout_s=settings.deploy_init_timeout_ms / 1000))
             await pool.start()

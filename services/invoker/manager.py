@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 POOL_CONTAINERS = Gauge("fnbus_pool_containers", "Containers in the invoker's pool", ["state"])
 DEAD_CONTAINERS = Counter("fnbus_pool_dead_containers_total", "Idle containers found dead and replaced")
+QUEUED = Counter("fnbus_pool_queued_total",
+                 "Calls that waited for a container of their version to free up because enough "
+                 "new ones were already starting (pool.place QUEUE)")
 LEFTOVER_CONTAINERS = Counter("fnbus_pool_leftover_process_containers_total",
                               "Idle warm containers removed because a lambda left processes running")
 
@@ -55,6 +58,9 @@ class PoolConfig:
     reap_interval_s: float = 5.0
     log_limit: LogLimit = LogLimit()
     init_timeout_s: float = 10.0  # a cold container's code must load within this
+    # New containers of one version being started at once (0: no limit); more calls wait
+    # for one of its containers to free up (pool.place, QUEUE).
+    max_starting_per_version: int = 2
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class ContainerPool:
         self.config = config
         self.proxies: dict[int, ContainerProxy] = {}  # keyed by id(proxy): names come late
         self._changed = asyncio.Condition()
+        self._starting: dict[VersionKey, int] = {}  # new containers being started, per version
         self._starting_prewarm: dict[str, int] = {rt: 0 for rt in config.images}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -229,6 +236,7 @@ class ContainerPool:
                       load_code: Callable[[], Awaitable[Code]]) -> tuple[ContainerProxy, bool]:
         """A reserved, initialised proxy for ``key`` and whether this was a cold start."""
         code: Code | None = None
+        queued = False
         while True:
             self._prune_dead()
             if code is None and not any(p.key == key for p in self.proxies.values()):
@@ -236,12 +244,17 @@ class ContainerPool:
             slots = [p.slot() for p in self.proxies.values()]
             decision = place(slots, key, runtime,
                              can_use_prewarmed=code.can_use_prewarmed if code else False,
-                             max_containers=self.config.max_containers)
+                             max_containers=self.config.max_containers,
+                             starting=self._starting.get(key, 0),
+                             max_starting=self.config.max_starting_per_version)
             if decision.placement is Placement.WARM:
                 proxy = self._by_slot(decision.slot_id)
                 proxy.reserved = True
                 return proxy, False
-            if decision.placement is Placement.FULL:
+            if decision.placement in (Placement.FULL, Placement.QUEUE):
+                if decision.placement is Placement.QUEUE and not queued:
+                    queued = True
+                    QUEUED.inc()
                 async with self._changed:
                     await self._wait_changed()
                 continue
@@ -259,12 +272,16 @@ class ContainerPool:
                     LABEL_ACCOUNT: key.account_id, LABEL_LAMBDA: key.lambda_id})
                 proxy.reserved = True
                 self.proxies[id(proxy)] = proxy
+                self._starting[key] = self._starting.get(key, 0) + 1
                 try:
                     await proxy.start()
                 except BaseException:
                     self.proxies.pop(id(proxy), None)
+                    self._started(key)
                     await self._notify()
                     raise
+                self._started(key)
+                await self._notify()  # a queued call of this version may start the next one
             try:
                 await proxy.initialize(key, code.code, code.env, self.config.log_limit,
                                        timeout_s=self.config.init_timeout_s)
@@ -274,6 +291,15 @@ class ContainerPool:
                 raise
             self._update_gauges()
             return proxy, True
+
+    def _started(self, key: VersionKey) -> None:
+        """One start of ``key`` is over (a queued call may start the next: waiters re-place
+        on the next release or within a second)."""
+        left = self._starting.get(key, 0) - 1
+        if left > 0:
+            self._starting[key] = left
+        else:
+            self._starting.pop(key, None)
 
     async def _wait_changed(self) -> None:
         """Wait (holding the condition) for a release, at most a second."""

@@ -44,6 +44,7 @@ class Placement(str, Enum):
     PREWARMED = "prewarmed"  # initialise a pre-warmed runner with the code
     COLD = "cold"  # start a new container from the version's image
     FULL = "full"  # at the cap and nothing evictable: wait
+    QUEUE = "queue"  # enough of this version's containers are starting: wait for one to free up
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,20 @@ class Decision:
 
 
 def place(slots: Iterable[Slot], key: VersionKey, runtime: str, *, can_use_prewarmed: bool,
-          max_containers: int) -> Decision:
+          max_containers: int, starting: int = 0, max_starting: int = 0) -> Decision:
     """Where the next invocation of ``key`` runs.
 
     Preference: the most recently used free warm container of the same version
     (its caches are hottest), then a pre-warmed runner of the runtime, then a new
     container — evicting the least recently used free warm container of another
     version when the pool is at its cap.
+
+    ``starting`` is how many new containers of ``key`` are being started for earlier
+    calls. At ``max_starting`` (0: no limit) the call waits instead (QUEUE) for the
+    first of this version's containers to free up: a burst of calls then grows the
+    pool a few containers at a time, while calls that would each have waited for
+    their own container start (hundreds of ms, all competing for the same cores)
+    take the warm ones as soon as they finish.
     """
     slots = list(slots)
     warm = [s for s in slots if s.key == key and not s.busy]
@@ -70,6 +78,8 @@ def place(slots: Iterable[Slot], key: VersionKey, runtime: str, *, can_use_prewa
         pre = [s for s in slots if s.key is None and s.runtime == runtime and not s.busy]
         if pre:
             return Decision(Placement.PREWARMED, pre[0].id)
+    if max_starting and starting >= max_starting:
+        return Decision(Placement.QUEUE)
     if len(slots) < max_containers:
         return Decision(Placement.COLD)
     victims = pick_evictions(slots, len(slots) - max_containers + 1)

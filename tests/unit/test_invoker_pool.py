@@ -55,6 +55,26 @@ def test_at_cap_with_everything_busy_waits() -> None:
     assert d.placement is Placement.FULL
 
 
+def test_enough_starts_of_a_version_make_further_calls_queue() -> None:
+    # Two of K1's containers run, two more are starting: the next call waits for one.
+    slots = [slot("a", K1, busy=True), slot("b", K1, busy=True), slot("s1", None, busy=True),
+             slot("s2", None, busy=True)]
+    d = place(slots, K1, "nodejs", can_use_prewarmed=False, max_containers=10, starting=2, max_starting=2)
+    assert d.placement is Placement.QUEUE
+    # Below the limit (or without one) it starts another.
+    d = place(slots, K1, "nodejs", can_use_prewarmed=False, max_containers=10, starting=1, max_starting=2)
+    assert d.placement is Placement.COLD
+    d = place(slots, K1, "nodejs", can_use_prewarmed=False, max_containers=10, starting=5, max_starting=0)
+    assert d.placement is Placement.COLD
+    # A free warm container or a pre-warmed runner is taken whatever is starting.
+    d = place([*slots, slot("p", None)], K1, "nodejs", can_use_prewarmed=True, max_containers=10,
+              starting=2, max_starting=2)
+    assert (d.placement, d.slot_id) == (Placement.PREWARMED, "p")
+    d = place([*slots, slot("w", K1)], K1, "nodejs", can_use_prewarmed=True, max_containers=10,
+              starting=2, max_starting=2)
+    assert (d.placement, d.slot_id) == (Placement.WARM, "w")
+
+
 def test_evictions_prefer_warm_over_prewarmed() -> None:
     slots = [slot("pre", None, used=0), slot("warm", K2, used=5)]
     assert pick_evictions(slots, 1) == ["warm"]
