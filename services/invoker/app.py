@@ -278,7 +278,8 @@ def create_app(settings: Settings) -> FastAPI:
 
             tasks.spawn(relay_loop(), "retry-relay")
 
-            # Redeploys and undeploys retire the old versions' warm containers.
+            # Redeploys and undeploys retire the old versions' warm containers; a newly
+            # deployed version's code is read ahead of its first call.
             changes: asyncio.Queue[LambdaChange] = asyncio.Queue()
             cache.listeners.append(changes)
 
@@ -287,6 +288,7 @@ def create_app(settings: Settings) -> FastAPI:
                     change = await changes.get()
                     keep = None if change.deleted else change.deployed_version
                     await pool.drop_lambda(change.lambda_id, keep)
+                    await invoker.prefetch_code(change)
 
             tasks.spawn(retire(), "retire-versions")
             # A static member of the invokers' group, named by the instance id: relaunched

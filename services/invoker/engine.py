@@ -68,6 +68,7 @@ from fnbus.schemas import (
     InvocationOutcome,
     InvocationRequest,
     InvocationResult,
+    LambdaChange,
     LogEntryOut,
     LogLevel,
     LogLine,
@@ -95,6 +96,9 @@ RECENT_ACTIVATIONS = 50_000
 PLACEMENT_ATTEMPTS = 3
 REPLACED = Counter("fnbus_container_replacements_total",
                    "Calls placed again because their container failed before the code ran")
+CODE_LOADS = Counter("fnbus_invoker_code_loads_total",
+                     "Version code read from the registry: on deploy (prefetch) or by a call (on_call)",
+                     ["how"])
 DUPLICATES = Counter("fnbus_duplicate_requests_total", "Redelivered requests skipped", ["source"])
 UNPUBLISHABLE = Counter("fnbus_unpublishable_results_total",
                         "Results replaced by a failure record because they could not be published",
@@ -283,10 +287,26 @@ class Invoker:
                 record.model_copy(update=update))
 
     # -- running -------------------------------------------------------------------------
-    async def _load_code(self, account_id: str, lambda_id: str, version: int) -> Code:
+    async def prefetch_code(self, change: LambdaChange) -> None:
+        """Load a newly deployed version's code now, so that its first call (a cold start)
+        does not wait for the registry. Failures are left to that call to meet again."""
+        if change.deleted or change.deployed_version is None:
+            return
+        if self._code.get((change.lambda_id, change.deployed_version)) is not None:
+            return
+        try:
+            await self._load_code(change.account_id, change.lambda_id, change.deployed_version,
+                                  how="prefetch")
+        except Exception as exc:  # noqa: BLE001 - an optimisation; the call will fetch it itself
+            log.info("could not prefetch a deployed version's code", extra={
+                "lambda_id": change.lambda_id, "version": change.deployed_version, "error": repr(exc)})
+
+    async def _load_code(self, account_id: str, lambda_id: str, version: int,
+                         how: str = "on_call") -> Code:
         cached = self._code.get((lambda_id, version))
         if cached is not None:
             return cached
+        CODE_LOADS.labels(how).inc()
         r = await self.registry.get(
             f"/internal/accounts/{account_id}/lambdas/{lambda_id}/versions/{version}")
         if r.status_code == 404:

@@ -1,6 +1,12 @@
-"""A burst of calls to a lambda with no warm container grows the pool a few containers at a
-time (pool.place QUEUE): the calls that would each have waited for their own container
-start take the first containers as soon as those are free, and every call succeeds."""
+"""The invoker's cold path.
+
+1. A burst of calls to a lambda with no warm container grows the pool a few
+   containers at a time (pool.place QUEUE): the calls that would each have waited
+   for their own container start take the first containers as soon as those are
+   free, and every call succeeds.
+2. A newly deployed version's code is read from the registry when the deployment
+   is announced, not by its first call.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from fnbus.config import Settings
 from fnbus.sandbox import LABEL_LAMBDA
 from tests.integration.invoke_support import deploy
 from tests.integration.mgmt_support import create_account
+from tests.support import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("platform")]
 
@@ -55,3 +62,27 @@ async def test_a_burst_on_a_new_lambda_queues_instead_of_starting_a_container_pe
     started = await containers_of(lambda_id)
     assert 1 <= started <= BURST // 2, started
     assert await queued_total(platform["invoker"]) > before
+
+
+async def code_loads(invoker_url: str, how: str) -> float:
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"{invoker_url}/metrics")).text
+    match = re.search(rf'^fnbus_invoker_code_loads_total{{how="{how}"}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_a_deployed_versions_code_is_read_before_its_first_call(
+        settings: Settings, gateway_url: str, platform: dict[str, str], run_id: str) -> None:
+    account = await create_account(settings, gateway_url, f"prefetch{run_id}")
+    before = await code_loads(platform["invoker"], "prefetch")
+    lambda_id = await deploy(account, "prefetched", ECHO)
+
+    async def prefetched() -> bool:
+        return await code_loads(platform["invoker"], "prefetch") > before
+
+    # No call was made: the invoker read the code because the version was deployed.
+    await eventually(prefetched, timeout_s=20, what="the deployed version's code prefetched")
+    async with account.client() as c:
+        r = await c.post(f"/lambdas/{lambda_id}/invoke", json={"payload": "first"}, timeout=90)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == {"echo": "first"} and r.json()["cold_start"] is True
