@@ -96,6 +96,9 @@ RECENT_ACTIVATIONS = 50_000
 PLACEMENT_ATTEMPTS = 3
 REPLACED = Counter("fnbus_container_replacements_total",
                    "Calls placed again because their container failed before the code ran")
+# Replies up to this size leave in one produce request with the activation record; no
+# topic of ours takes less than MAX_MESSAGE_BYTES (2 MiB), nor does Kafka by default (1 MB).
+ONE_TURN_REPLY_BYTES = 64 * 1024
 CODE_LOADS = Counter("fnbus_invoker_code_loads_total",
                      "Version code read from the registry: on deploy (prefetch) or by a call (on_call)",
                      ["how"])
@@ -464,13 +467,20 @@ class Invoker:
     # -- publishing ------------------------------------------------------------------------
     async def publish(self, request: InvocationRequest, result: InvocationResult,
                       record: ActivationRecord, logs: list[LogEntry]) -> None:
-        # Everything is queued before anything is awaited: the reply, the activation
-        # record and the log lines then leave in one produce request (one broker round
-        # trip per invocation instead of two; the reply is not delayed by it).
+        # A small reply is queued together with the activation record and the log lines:
+        # they leave in one produce request (one broker round trip per invocation instead
+        # of two; the reply is not delayed by it). A large one is sent, and acknowledged,
+        # first: a broker may refuse it for its size (a topic's max.message.bytes), and
+        # the activation record then published must be the failure that replaces it, not
+        # a second record of the same activation.
         futures = []
         if request.reply_to:
-            futures.append(await self.producer.send_nowait(request.reply_to, result.to_bytes(),
-                                                           key=request.activation_id, bulk=False))
+            reply = result.to_bytes()
+            if len(reply) <= ONE_TURN_REPLY_BYTES:
+                futures.append(await self.producer.send_nowait(
+                    request.reply_to, reply, key=request.activation_id, bulk=False))
+            else:
+                await self.producer.send(request.reply_to, reply, key=request.activation_id)
         futures.append(await self.producer.send_nowait(
             self.topics.activations, record.to_bytes(), key=request.activation_id,
             headers=[(SOURCE_HEADER, request.source.value.encode())]))

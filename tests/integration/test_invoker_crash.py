@@ -65,6 +65,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=10)  # reaped: an unreaped child warns (an error) in a later test
 
 
 async def test_request_survives_an_invoker_killed_mid_invocation(
