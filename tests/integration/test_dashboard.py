@@ -200,23 +200,31 @@ async def test_every_panel_query_returns_data_after_load(
         settings: Settings, platform: dict[str, str], scheduler_url: str,
         prometheus: PrivatePrometheus, tenant: Account) -> None:
     started = time.time()
-    ok = await deploy(tenant, "dash-ok", OK)
-    fails = await deploy(tenant, "dash-fails", FAILS)
-    # the load: successes and the lambda's own failures, one by one and in parallel
-    outcomes = await asyncio.gather(*(invoke(tenant, ok, {"n": i}) for i in range(12)),
-                                    *(invoke(tenant, fails, {"n": i}) for i in range(4)))
-    assert [r.status_code for r in outcomes[:12]] == [200] * 12
-    async with tenant.client() as c:
-        for _ in range(10):
-            assert (await c.get("/lambdas")).status_code == 200
 
-    # every service is scraped, and the last invocation has been scraped too
+    # every service is scraped before the load: a rate needs a sample from before it (a
+    # burst finished before the first scrape would leave only flat counters)
     async def all_up() -> bool:
         up = await instant(prometheus, "up")
         return {s["metric"]["job"] for s in up if s["value"][1] == "1"} == set(SERVICE_NAMES)
 
     await eventually(all_up, timeout_s=30, what="all six services up in Prometheus")
+    ok = await deploy(tenant, "dash-ok", OK)
+    fails = await deploy(tenant, "dash-fails", FAILS)
+    await asyncio.sleep(2 * SCRAPE_INTERVAL_S)  # the counters' values before the load, scraped
+    # the load: successes and the lambda's own failures, one by one and in parallel
+    outcomes = await asyncio.gather(*(invoke(tenant, ok, {"n": i}) for i in range(12)),
+                                    *(invoke(tenant, fails, {"n": i}) for i in range(4)))
+    assert [r.status_code for r in outcomes[:12]] == [200] * 12
+    # and calls spread over several scrapes: a burst that started series and finished
+    # between two scrapes would show no increase in any rate window
+    for i in range(4 * SCRAPE_INTERVAL_S):
+        assert (await invoke(tenant, ok, {"late": i})).status_code == 200
+        await asyncio.sleep(SCRAPE_INTERVAL_S / 2)
+    async with tenant.client() as c:
+        for _ in range(10):
+            assert (await c.get("/lambdas")).status_code == 200
 
+    # the last invocation has been scraped too
     async def scraped_load() -> bool:
         got = await instant(prometheus, "sum(fnbus_invocations_total)")
         return bool(got) and float(got[0]["value"][1]) >= 16
