@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware import Middleware
 
 from fnbus import resources
 from fnbus.api_models import MAX_MANAGEMENT_BODY_BYTES
@@ -31,6 +32,7 @@ from services.gateway import (
     schedules,
 )
 from services.gateway.auth import Authenticator
+from services.gateway.fast_invoke import FastInvoke
 from services.gateway.internal_client import InternalClient
 from services.gateway.limits import BodyLimit
 from services.gateway.routes import document_compat_errors
@@ -103,6 +105,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(reports.router)  # email-report settings, send-now
     document_compat_errors(app)  # the original's {errorCode, errorMsg} where its paths answer it
     quota = quotas.install(app, settings)  # per-account rate limit and async backlog cap
+    # Innermost (appended, where add_middleware would put it outermost): the invoke path's
+    # ordinary requests skip FastAPI's router after the edge checks, body limit and quotas.
+    app.user_middleware.append(Middleware(FastInvoke))
     # The web console: static files, talking to the same-origin API above.
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True, check_dir=False),
               name="console")

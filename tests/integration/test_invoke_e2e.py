@@ -259,8 +259,15 @@ async def test_redeploy_serves_new_code_and_test_invocation(tenant: Account) -> 
         assert (await c.get(f"/lambdas/{lambda_id}")).json()["state"] == "Modified"
         await c.post(f"/lambdas/{lambda_id}/deployments")
         await wait_deployed(c, lambda_id)
-        r = await c.post(f"/lambdas/{lambda_id}/test", json={"payload": {}})
-        assert r.json()["result"] == "v2"
+
+        # The registry reports Deployed as it announces the change on Kafka; the gateway's
+        # cache applies it a moment later (milliseconds; more on a loaded machine).
+        async def serves_v2() -> bool:
+            r = await c.post(f"/lambdas/{lambda_id}/test", json={"payload": {}})
+            assert r.status_code == 200, r.text
+            return bool(r.json()["result"] == "v2")
+
+        await eventually(serves_v2, timeout_s=10, interval_s=0.05, what="the new version served")
 
         r = await c.delete(f"/lambdas/{lambda_id}/deployments")
         assert r.status_code == 200, r.text
