@@ -40,7 +40,7 @@ HEADLINE: tuple[tuple[str, str, str | None], ...] = (
     ("overhead_over_runner", "platform overhead over the warm-runner floor, p50", "floor_path_sum"),
     ("floor_gateway_front_p50", "gateway front (HTTP + API key, no Kafka), p50", None),
     ("throughput", "throughput, sync, small payload", "throughput_ceiling"),
-    ("async_accepted", "async accepted (202s per second)", None),
+    ("async_accepted", "async accepted (202s per second)", "floor_accept"),
     ("async_completed", "async completed end to end (accepted → activation record)", None),
     ("cold_prewarmed", "cold start, pre-warmed container", "floor_cold_direct"),
     ("warm_c16_p50", "warm sync invoke, concurrency 16, p50 (wrk)", None),
@@ -49,6 +49,7 @@ HEADLINE: tuple[tuple[str, str, str | None], ...] = (
 FLOORS = (("floor_runner_run_p50", "warm runner over its socket, p50"),
           ("floor_kafka_rt_p50", "Kafka produce → consume, one hop, p50"),
           ("floor_path_sum", "sum of floors on the warm path (2 Kafka hops + runner)"),
+          ("floor_accept", "bare ASGI accept → Kafka ack (no platform), accepted/s"),
           ("floor_docker_run", "`docker run` of the runtime image"))
 HOP_ORDER = ("total", "produce", "queue", "dispatch", "runner", "reply", "client")
 

@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bench import cpu, floors, kafka_bench, metrics, wrk  # noqa: E402
+from bench import accept_floor, cpu, floors, kafka_bench, metrics, wrk  # noqa: E402
 from bench.gateway import (  # noqa: E402
     BenchError,
     DeployTiming,
@@ -1010,6 +1010,8 @@ async def floors_part(settings: Settings, home: Path, plan: Plan, figures: list[
                                    "fnbus.kafka.Producer + AIOKafkaConsumer", which=("p50", "p99"),
                                    note=note_error(exc))
 
+    await accept_floor_figure(settings, home, plan, figures)
+
     say(f"floor: docker run of the runtime image ({plan.docker_runs}×)")
     image = settings.runtime_image_node
     try:
@@ -1023,6 +1025,32 @@ async def floors_part(settings: Settings, home: Path, plan: Plan, figures: list[
         figures.append(Figure("floor_docker_run", S_FLOORS, "docker run --rm --network none … node -e 0", None,
                               "ms", "docker CLI (subprocess)", None, note_error(exc)))
     return medians
+
+
+async def accept_floor_figure(settings: Settings, home: Path, plan: Plan, figures: list[Figure]) -> None:
+    """Async acceptance with nothing of the platform: a bare ASGI app producing to Kafka
+    (bench/accept_floor.py), beside the async-accepted figure."""
+    label = "floor: bare ASGI accept → Kafka ack, accepted/s (wrk, 32 connections)"
+    tool = "uvicorn + fnbus.kafka.Producer (bench/accept_floor.py), wrk"
+    log: list[str] = []
+    wrk_path = await asyncio.to_thread(wrk.find_or_install, False, log)
+    if wrk_path is None:
+        figures.append(Figure("floor_accept", S_FLOORS, label, None, "req/s", tool, None,
+                              "wrk not installed: " + "; ".join(log)))
+        return
+    try:
+        result = await accept_floor.measure(settings.kafka_bootstrap, wrk_path,
+                                            broker_pid=kafka_bench.broker_pid(home), runs=RUNS,
+                                            duration_s=max(2, plan.wrk_duration_s // 2), say=say)
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        figures.append(Figure("floor_accept", S_FLOORS, label, None, "req/s", tool, None, note_error(exc)))
+        return
+    note = (f"the bare server's CPU per accepted call {result['server_us_per_call']:.0f} µs and the broker's "
+            f"{result['broker_us_per_call']:.0f} µs (median run): {result['cores']} cores accept at most "
+            f"{result['ceiling_per_s']:.0f}/s with nothing else running")
+    figures.append(spread_figure("floor_accept", S_FLOORS, label, [r["accepted_per_s"] for r in result["runs"]],
+                                 "req/s", tool, None, note, {"accept_floor": result}))
 
 
 def path_floor_figure(figures: list[Figure], medians: dict[str, float]) -> None:

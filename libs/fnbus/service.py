@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import inspect
 import ipaddress
 import json
 import logging
@@ -379,6 +380,10 @@ def create_service_app(
     # FastAPI's /docs and /redoc load their scripts from a CDN: replaced by docs_page below.
     fastapi_kwargs.setdefault("docs_url", None)
     fastapi_kwargs.setdefault("redoc_url", None)
+    # FastAPI's own OpenTelemetry hooks (newer releases) look up the global providers on
+    # every request; the platform traces and measures itself (fnbus.tracing, /metrics).
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
     app = FastAPI(title=f"fnbus {name}", lifespan=lifespan, **fastapi_kwargs)
     app.state.settings = settings
     app.state.health = Health()

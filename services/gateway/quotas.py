@@ -160,7 +160,8 @@ class Backlog:
     def __init__(self, cap: int, clock: Clock = time.monotonic) -> None:
         self.cap = cap
         self._clock = clock
-        self._pending: dict[str, dict[str, float]] = {}  # account -> {activation id: accepted at}
+        # account -> {activation id: accepted at}, in acceptance order (stale ones at the front)
+        self._pending: dict[str, OrderedDict[str, float]] = {}
         self._reserved: dict[str, int] = {}  # account -> requests in flight
         self._early: OrderedDict[str, float] = OrderedDict()  # activation id -> finished at
 
@@ -192,7 +193,7 @@ class Backlog:
         for activation_id in activation_ids:
             if self._early.pop(activation_id, None) is not None:
                 continue  # it finished before its 202 was counted
-            self._pending.setdefault(account, {}).setdefault(activation_id, now)
+            self._pending.setdefault(account, OrderedDict()).setdefault(activation_id, now)
 
     def finished(self, account: str, activation_id: str) -> None:
         ids = self._pending.get(account)
@@ -208,13 +209,16 @@ class Backlog:
                                now - next(iter(self._early.values())) > EARLY_COMPLETION_TTL_S):
             self._early.popitem(last=False)
 
-    def _drop_stale(self, account: str, ids: dict[str, float]) -> None:
+    def _drop_stale(self, account: str, ids: OrderedDict[str, float]) -> None:
         cutoff = self._clock() - PENDING_STALE_S
-        # Insertion order is acceptance order: the stale ones are at the front.
-        for activation_id, at in list(ids.items()):
+        # Insertion order is acceptance order: the stale ones are at the front. Only they
+        # are looked at (every accepted call asks; a copy of the whole backlog per call
+        # made accepting quadratic in the backlog: a fifth of the gateway's CPU at 800/s).
+        while ids:
+            activation_id, at = next(iter(ids.items()))
             if at > cutoff:
                 break
-            del ids[activation_id]
+            ids.popitem(last=False)
             log.warning("async invocation never reported finished; no longer counted",
                         extra={"account": account, "activation_id": activation_id})
         if not ids:
