@@ -24,6 +24,10 @@ by the runner protocol. Publishing never loops on one invocation's output:
    uncommitted and is redelivered. Only an unavailable broker or registry gets
    here, which stalls every tenant alike; dropping would lose an accepted
    invocation. A record refused for what it is is dropped with an error log.
+7. A part the broker acknowledged is never sent again: a retry, and the failure
+   record that replaces a refused outcome, carry only the parts still missing.
+   If the activation record is out and the reply is refused, the caller gets
+   the failure reply and the activation record stays the one published.
 
 An (activation id, attempt) that this invoker already ran or is running is
 skipped: a redelivered request (a rebalance, a relay that crashed after
@@ -252,9 +256,10 @@ class Invoker:
         backoff_s = _PUBLISH_BACKOFF_FIRST_S
         give_up = time.monotonic() + self.publish_retry_s
         failed = False
+        delivered: set[str] = set()  # the parts already out are never sent twice
         while True:
             try:
-                await self.publish(request, result, record, logs)
+                await self.publish(request, result, record, logs, delivered)
                 return result, record, logs
             except Exception as exc:  # noqa: BLE001 - sorted below
                 extra = {"activation_id": request.activation_id, "account_id": request.account_id,
@@ -466,29 +471,49 @@ class Invoker:
 
     # -- publishing ------------------------------------------------------------------------
     async def publish(self, request: InvocationRequest, result: InvocationResult,
-                      record: ActivationRecord, logs: list[LogEntry]) -> None:
+                      record: ActivationRecord, logs: list[LogEntry],
+                      delivered: set[str] | None = None) -> None:
+        """Publish the parts of an outcome that are not in ``delivered`` yet, and add to
+        it each part the broker acknowledged ("reply", "activation", "log:<seq>"), also
+        when another part failed: a retry then sends only what is missing (rule 7)."""
+        delivered = set() if delivered is None else delivered
         # A small reply is queued together with the activation record and the log lines:
         # they leave in one produce request (one broker round trip per invocation instead
         # of two; the reply is not delayed by it). A large one is sent, and acknowledged,
         # first: a broker may refuse it for its size (a topic's max.message.bytes), and
         # the activation record then published must be the failure that replaces it, not
         # a second record of the same activation.
-        futures = []
-        if request.reply_to:
-            reply = result.to_bytes()
-            if len(reply) <= ONE_TURN_REPLY_BYTES:
-                futures.append(await self.producer.send_nowait(
-                    request.reply_to, reply, key=request.activation_id, bulk=False))
-            else:
-                await self.producer.send(request.reply_to, reply, key=request.activation_id)
-        futures.append(await self.producer.send_nowait(
-            self.topics.activations, record.to_bytes(), key=request.activation_id,
-            headers=[(SOURCE_HEADER, request.source.value.encode())]))
-        for seq, entry in enumerate(logs):
-            line = LogLine(activation_id=request.activation_id, account_id=request.account_id,
-                           lambda_id=request.lambda_id, seq=seq,
-                           level=LogLevel(entry.level.value), message=entry.message,
-                           ts_ms=entry.ts_ms, trace_id=request.trace_id)
-            futures.append(await self.producer.send_nowait(self.topics.logs, line.to_bytes(),
-                                                           key=request.activation_id))
-        await asyncio.gather(*futures)
+        pending: list[tuple[str, asyncio.Future[Any]]] = []
+        try:
+            if request.reply_to and "reply" not in delivered:
+                reply = result.to_bytes()
+                if len(reply) <= ONE_TURN_REPLY_BYTES:
+                    pending.append(("reply", await self.producer.send_nowait(
+                        request.reply_to, reply, key=request.activation_id, bulk=False)))
+                else:
+                    await self.producer.send(request.reply_to, reply, key=request.activation_id)
+                    delivered.add("reply")
+            if "activation" not in delivered:
+                pending.append(("activation", await self.producer.send_nowait(
+                    self.topics.activations, record.to_bytes(), key=request.activation_id,
+                    headers=[(SOURCE_HEADER, request.source.value.encode())])))
+            for seq, entry in enumerate(logs):
+                if f"log:{seq}" in delivered:
+                    continue
+                line = LogLine(activation_id=request.activation_id, account_id=request.account_id,
+                               lambda_id=request.lambda_id, seq=seq,
+                               level=LogLevel(entry.level.value), message=entry.message,
+                               ts_ms=entry.ts_ms, trace_id=request.trace_id)
+                pending.append((f"log:{seq}", await self.producer.send_nowait(
+                    self.topics.logs, line.to_bytes(), key=request.activation_id)))
+        finally:
+            # Also when queueing a later part raised: what was queued before may be out.
+            outcomes = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+            failures = []
+            for (part, _), outcome in zip(pending, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    failures.append(outcome)
+                else:
+                    delivered.add(part)
+        if failures:
+            raise failures[0]
