@@ -210,6 +210,10 @@ def machine_line(report: dict[str, Any], source: str) -> str:
             f"{' on a private stack' if run.get('private_stack') else ''}, {m.get('cores', '?')} cores; "
             f"load average {load0:.1f} at the start, {load1:.1f} at the end" if load0 is not None and load1 is not None
             else f"From `{source}`")
+    stack = m.get("settings") or {}
+    if "gateways" in stack:
+        text += (f"; stack: {stack['gateways']} gateway(s), {stack.get('invokers', 1)} invoker(s), "
+                 f"queue workers at nice {stack.get('background_nice', 0)}")
     if split:
         text += f"; CPU over the run: user {split['user']} %, system {split['system']} %, idle {split['idle']} %"
     procs = m.get("process_cpu_percent_of_one_core") or {}

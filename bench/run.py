@@ -194,7 +194,9 @@ def machine_info(settings: Settings) -> dict[str, Any]:
                      "max_containers": settings.max_containers,
                      "max_concurrent_per_account": settings.max_concurrent_per_account,
                      "lambda_cpus": settings.lambda_cpus, "lambda_memory_mb": settings.lambda_memory_mb,
-                     "runtime_image_node": settings.runtime_image_node},
+                     "runtime_image_node": settings.runtime_image_node,
+                     "gateways": settings.gateways, "invokers": settings.invokers,
+                     "background_nice": settings.background_nice},
     }
 
 

@@ -20,6 +20,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FNBUS_HOME=${FNBUS_HOME:-$REPO/.fnbus}
 # Replicas (make up INVOKERS=3 GATEWAYS=2); read by fnbus.config as FNBUS_INVOKERS/_GATEWAYS.
+GATEWAYS_CHOSEN=${GATEWAYS:-${FNBUS_GATEWAYS:-}}
 export FNBUS_INVOKERS=${INVOKERS:-${FNBUS_INVOKERS:-1}}
 export FNBUS_GATEWAYS=${GATEWAYS:-${FNBUS_GATEWAYS:-1}}
 VENV=$REPO/.venv
@@ -162,6 +163,14 @@ cmd_bench() {
   export FNBUS_ACCOUNT_INVOCATIONS_PER_S=${FNBUS_ACCOUNT_INVOCATIONS_PER_S:-1000000}
   export FNBUS_ACCOUNT_INVOCATIONS_BURST=${FNBUS_ACCOUNT_INVOCATIONS_BURST:-1000000}
   export FNBUS_ACCOUNT_ASYNC_BACKLOG_MAX=${FNBUS_ACCOUNT_ASYNC_BACKLOG_MAX:-1000000}
+  # One gateway process per core, up to two, unless GATEWAYS says otherwise: a gateway
+  # is one event loop, and async acceptance is bounded by it (bench/README.md,
+  # "CPU priority and a gateway per core").
+  if [[ -z $GATEWAYS_CHOSEN ]]; then
+    FNBUS_GATEWAYS=$(( $(nproc) >= 2 ? 2 : 1 ))
+    export FNBUS_GATEWAYS
+  fi
+  say "bench: $FNBUS_GATEWAYS gateway(s), $FNBUS_INVOKERS invoker(s)"
   "$VENV/bin/fnbus" local start
   "$PY" -m fnbus.demo >/dev/null
   "$PY" bench/run.py "$@"  # also reads BENCH_ARGS, e.g. make bench BENCH_ARGS=--quick

@@ -14,6 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from fnbus import priority
 from fnbus.config import SERVICE_NAMES, Settings
 
 
@@ -25,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     # on its command line, so the pid's cmdline says which replica it is.
     settings = Settings(**({"instance_id": args.instance_id} if args.instance_id else {}))
     setup_logging(args.service, settings.log_level, settings.log_json)
+    priority.apply(args.service, settings.background_nice)
     module = importlib.import_module(f"services.{args.service}.app")
     app = module.create_app(settings)
     port = args.port or settings.port_of(args.service)

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     secrets_key: str = DEFAULT_DEV_SECRET
     jwt_ttl_s: int = 3600
 
+    # CPU priority of the invoker, log-ingest and the deployer against the gateway on a
+    # shared machine (fnbus.priority, docs/scaling.md): their nice value; 0 turns it off.
+    background_nice: int = Field(default=10, ge=0, le=19)
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -264,3 +264,19 @@ async def test_status_reports_every_replica_and_the_shared_port_answers(
     run = Path(scaled.settings.home) / "run"
     assert {"gateway.pid", "gateway-2.pid", "invoker.pid", "invoker-2.pid"} <= {
         p.name for p in run.iterdir()}
+    # CPU priority (fnbus.priority): the queue workers yield to the gateways, each
+    # process and its own session's group.
+    nice = {name: _nice(int((run / f"{name}.pid").read_text())) for name in
+            ("gateway", "gateway-2", "registry", "invoker", "invoker-2", "deployer")}
+    assert nice == {"gateway": (0, 0), "gateway-2": (0, 0), "registry": (0, 0),
+                    "invoker": (10, 10), "invoker-2": (10, 10), "deployer": (10, 10)}, nice
+
+
+def _nice(pid: int) -> tuple[int, int | None]:
+    """(the process's nice, its session group's nice or None without autogroup)."""
+    process = os.getpriority(os.PRIO_PROCESS, pid)
+    group = Path(f"/proc/{pid}/autogroup")
+    if not group.exists():
+        return process, process  # no autogroup: nothing else to compare
+    match = re.search(r"nice (-?\d+)", group.read_text())
+    return process, int(match.group(1)) if match else None
