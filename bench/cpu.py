@@ -79,13 +79,22 @@ def take(wall_s: float) -> CpuSnapshot:
     return CpuSnapshot(procs, busy, total, wall_s, irq)
 
 
-def read_roots(run_dir: Path, names: list[str]) -> dict[str, int]:
-    roots: dict[str, int] = {}
+def read_roots(run_dir: Path, names: list[str], replicas: bool = True) -> dict[str, tuple[int, ...]]:
+    """Root pids per name from ``<name>.pid``; with ``replicas``, a scaled service's
+    other processes (``<name>-2.pid`` … ``<name>-9.pid``: fnbus.local) count under its name."""
+    roots: dict[str, tuple[int, ...]] = {}
     for name in names:
-        try:
-            roots[name] = int((run_dir / f"{name}.pid").read_text().strip())
-        except (OSError, ValueError):
-            continue
+        files = [run_dir / f"{name}.pid"]
+        if replicas:
+            files += [run_dir / f"{name}-{n}.pid" for n in range(2, 10)]
+        pids = []
+        for file in files:
+            try:
+                pids.append(int(file.read_text().strip()))
+            except (OSError, ValueError):
+                continue
+        if pids:
+            roots[name] = tuple(pids)
     return roots
 
 
@@ -113,13 +122,13 @@ def _under_shim(procs: Mapping[int, Proc], pid: int) -> bool:
     return False
 
 
-def usage(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
+def usage(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int | tuple[int, ...]],
           lambda_comms: tuple[str, ...] = ("node", "python", "python3")) -> dict[str, float]:
     """Percent of one core per component over the window, plus ``other`` and ``idle``."""
     return split(before, after, roots, lambda_comms)[0]
 
 
-def split(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
+def split(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int | tuple[int, ...]],
           lambda_comms: tuple[str, ...] = ("node", "python", "python3"), top_other: int = 5
           ) -> tuple[dict[str, float], list[tuple[str, float]]]:
     """:func:`usage` and the busiest processes counted as ``other`` (by command name)."""
@@ -145,7 +154,8 @@ def split(before: CpuSnapshot, after: CpuSnapshot, roots: Mapping[str, int],
     out["wrk"] = round(delta(loadgen) * pct, 1)
     claimed: set[int] = set(loadgen)
     for name, root in roots.items():
-        pids = _descendants(after.procs, root) - claimed
+        pids = set().union(*(_descendants(after.procs, r)
+                             for r in ((root,) if isinstance(root, int) else root))) - claimed
         claimed |= pids
         out[name] = round(delta(pids) * pct, 1)
     containers = {p.pid for p in after.procs.values()

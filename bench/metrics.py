@@ -53,17 +53,19 @@ class Snapshot:
     ok: bool
 
 
-def snapshot_from(gateway_text: str | None, invoker_text: str | None) -> Snapshot:
-    g = parse_prometheus(gateway_text or "")
+def snapshot_from(gateway_text: str | list[str | None] | None, invoker_text: str | None) -> Snapshot:
+    """``gateway_text``: one gateway's exposition, or one per replica (summed)."""
+    gateway_texts = gateway_text if isinstance(gateway_text, list) else [gateway_text]
+    gs = [parse_prometheus(text or "") for text in gateway_texts]
     i = parse_prometheus(invoker_text or "")
     return Snapshot(
-        gateway_seconds=metric_sum(g, "fnbus_http_request_seconds_sum"),
-        gateway_requests=metric_sum(g, "fnbus_http_request_seconds_count"),
+        gateway_seconds=sum(metric_sum(g, "fnbus_http_request_seconds_sum") for g in gs),
+        gateway_requests=sum(metric_sum(g, "fnbus_http_request_seconds_count") for g in gs),
         invoker_warm_seconds=metric_sum(i, "fnbus_invocation_duration_seconds_sum", cold="false"),
         invoker_warm_count=metric_sum(i, "fnbus_invocation_duration_seconds_count", cold="false"),
         invoker_cold_seconds=metric_sum(i, "fnbus_invocation_duration_seconds_sum", cold="true"),
         invoker_cold_count=metric_sum(i, "fnbus_invocation_duration_seconds_count", cold="true"),
-        ok=gateway_text is not None and invoker_text is not None)
+        ok=all(text is not None for text in gateway_texts) and invoker_text is not None)
 
 
 def window(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
@@ -83,12 +85,14 @@ def window(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
     }
 
 
-async def snapshot(client: httpx.AsyncClient, gateway_url: str, invoker_url: str) -> Snapshot:
+async def snapshot(client: httpx.AsyncClient, gateway_urls: list[str], invoker_url: str) -> Snapshot:
+    """``gateway_urls``: every gateway replica on its own port (a port they share would
+    answer for whichever replica the kernel picks)."""
     texts: list[str | None] = []
-    for url in (gateway_url, invoker_url):
+    for url in (*gateway_urls, invoker_url):
         try:
             r = await client.get(f"{url}/metrics", timeout=5)
             texts.append(r.text if r.status_code == 200 else None)
         except httpx.HTTPError:
             texts.append(None)
-    return snapshot_from(texts[0], texts[1])
+    return snapshot_from(texts[:-1], texts[-1])

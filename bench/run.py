@@ -89,6 +89,7 @@ from bench.stats import (  # noqa: E402
     summary_figures,
     verdict,
 )
+from fnbus import local  # noqa: E402
 from fnbus.config import SERVICE_NAMES, Settings  # noqa: E402
 from fnbus.topics import Topics  # noqa: E402
 
@@ -243,6 +244,8 @@ class GatewayBench:
         self.cold_samples: list[dict[str, Any]] = []
         self.bursts: list[dict[str, Any]] = []
         self.invoker_url = settings.url_of("invoker")
+        # Each gateway replica's own port (fnbus.local): /metrics of that process alone.
+        self.gateway_metric_urls = [f"http://127.0.0.1:{r.port}" for r in local.plan(settings, ["gateway"])]
         self.home = fnbus_home(REPO)
         self.wrk_path: str | None = None
         self.wrk_log: list[str] = []
@@ -267,7 +270,7 @@ class GatewayBench:
         return stats
 
     async def metrics(self) -> metrics.Snapshot:
-        return await metrics.snapshot(self.gw.client, self.gw.creds.gateway_url, self.invoker_url)
+        return await metrics.snapshot(self.gw.client, self.gateway_metric_urls, self.invoker_url)
 
     async def new_version(self, lam: BenchLambda, kind: str | None) -> DeployTiming:
         """Save code (create the lambda the first time, PATCH afterwards), deploy, wait for Productive."""
@@ -309,7 +312,7 @@ class GatewayBench:
         if before is None or after is None:
             return {}
         roots = cpu.read_roots(self.home / "run", [*SERVICE_NAMES, "kafka", "postgres"])
-        roots["bench harness"] = os.getpid()
+        roots["bench harness"] = (os.getpid(),)
         shares, others = cpu.split(before, after, roots)
         return {**shares, "other_processes": [f"{comm} {share:.0f}%" for comm, share in others],
                 "other_processes_percent": round(sum(share for _, share in others), 1)}
@@ -1214,7 +1217,7 @@ async def bench_async(args: argparse.Namespace) -> int:
     if stat_start and stat_end:
         machine["cpu_split_percent"] = cpu_split(stat_start, stat_end)
     roots = cpu.read_roots(home / "run", [*SERVICE_NAMES, "kafka", "postgres"])
-    roots["bench harness"] = os.getpid()
+    roots["bench harness"] = (os.getpid(),)
     shares, others = cpu.split(cpu_start, await asyncio.to_thread(cpu.take, time.monotonic()), roots)
     machine["process_cpu_percent_of_one_core"] = {**shares, "other_processes": [f"{c} {v:.0f}%" for c, v in others]}
     warnings = noise_warnings(figures, machine)

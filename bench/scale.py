@@ -243,10 +243,10 @@ class ScaleStack:
             (await c.post("/terms-of-use", json={"accept": True})).raise_for_status()
         return creds
 
-    def roots(self) -> dict[str, int]:
+    def roots(self) -> dict[str, tuple[int, ...]]:
         """Root pids for the CPU split: every replica, and the shared Kafka and PostgreSQL."""
         names = [n for s in SERVICES for n in local.recorded(self.settings(1, 1), s)]
-        roots = cpu.read_roots(self.home / "run", names)
+        roots = cpu.read_roots(self.home / "run", names, replicas=False)
         shared = Path(os.environ.get("FNBUS_HOME") or REPO / ".fnbus") / "run"
         roots.update(cpu.read_roots(shared, ["kafka", "postgres"]))
         return roots

@@ -10,8 +10,9 @@ Rules for all of them:
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-import uuid
 from enum import Enum
 from typing import Any, Literal
 
@@ -26,8 +27,36 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+class _RandomIds:
+    """Version-4 UUIDs (RFC 9562) as text, from the OS's random source as ``uuid4`` is,
+    but read 4 KiB at a time instead of one system call per id (an activation id is
+    made for every invocation). Safe across threads (a lock) and forks (a child
+    discards the pool it inherited, or it would repeat its parent's ids)."""
+
+    CHUNK = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool, self._at, self._lock = b"", 0, threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._at + 16 > len(self._pool):
+                self._pool, self._at = os.urandom(self.CHUNK), 0
+            raw = bytearray(self._pool[self._at:self._at + 16])
+            self._at += 16
+        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+        raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC's variant
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+new_id = _RandomIds()
 
 
 class Message(BaseModel):

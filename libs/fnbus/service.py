@@ -14,9 +14,9 @@ import inspect
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
@@ -246,9 +246,13 @@ class FastJSONRoute(APIRoute):
 
 
 # -- the edge every request passes ----------------------------------------------------------
+# Unicode's category Cc, exactly: C0 (U+0000-U+001F), DEL and C1 (U+007F-U+009F).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def has_control_characters(text: str) -> bool:
     """C0/C1 controls and DEL: never part of an id, a name or a key, and unsafe to forward."""
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def _is_loopback_client(request: Request) -> bool:

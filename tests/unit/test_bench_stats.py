@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -278,6 +279,15 @@ def test_metrics_window() -> None:
     assert metrics.window(before, metrics.snapshot_from(None, INVOKER_METRICS)) == {}
 
 
+def test_gateway_replicas_are_summed() -> None:
+    one = metrics.snapshot_from(GATEWAY_METRICS, INVOKER_METRICS)
+    two = metrics.snapshot_from([GATEWAY_METRICS, GATEWAY_METRICS], INVOKER_METRICS)
+    assert two.gateway_requests == 2 * one.gateway_requests
+    assert two.gateway_seconds == 2 * one.gateway_seconds
+    assert two.invoker_warm_count == one.invoker_warm_count
+    assert not metrics.snapshot_from([GATEWAY_METRICS, None], INVOKER_METRICS).ok
+
+
 # --------------------------------------------------------------------------- CPU split
 
 
@@ -327,3 +337,20 @@ def test_cpu_usage_splits_by_component() -> None:
     assert cpu.describe(shares, top=2) == "gateway 75%, other 28%, idle 50%"
     assert cpu.describe({**shares, "other_processes": ["pytest 10%"], "other_processes_percent": 99.0},
                         top=1) == "gateway 75%, idle 50%"
+
+
+def test_replicas_of_a_service_count_under_its_name(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "gateway.pid").write_text("10\n")
+    (run / "gateway-2.pid").write_text("99\n")
+    (run / "invoker.pid").write_text("not a pid\n")
+    assert cpu.read_roots(run, ["gateway", "invoker", "kafka"]) == {"gateway": (10, 99)}
+    assert cpu.read_roots(run, ["gateway", "gateway-2"], replicas=False) == {
+        "gateway": (10,), "gateway-2": (99,)}
+    hz = cpu.CLK_TCK
+    before = _snap({10: 0, 11: 0, 99: 0}, busy=0, total=0, wall=0.0)
+    after = _snap({10: int(0.5 * hz), 11: int(0.5 * hz), 99: int(0.6 * hz)}, busy=int(1.6 * hz),
+                  total=int(2 * hz), wall=2.0)
+    shares = cpu.usage(before, after, cpu.read_roots(run, ["gateway"]))
+    assert shares["gateway"] == pytest.approx(80.0)  # both trees: (0.5 + 0.5 + 0.6) core-s over 2 s
