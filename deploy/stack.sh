@@ -164,8 +164,8 @@ cmd_bench() {
   export FNBUS_ACCOUNT_INVOCATIONS_BURST=${FNBUS_ACCOUNT_INVOCATIONS_BURST:-1000000}
   export FNBUS_ACCOUNT_ASYNC_BACKLOG_MAX=${FNBUS_ACCOUNT_ASYNC_BACKLOG_MAX:-1000000}
   # One gateway process per core, up to two, unless GATEWAYS says otherwise: a gateway
-  # is one event loop, and async acceptance is bounded by it (bench/README.md,
-  # "CPU priority and a gateway per core").
+  # is one event loop, and async acceptance is bounded by it (see
+  # docs/scaling.md, "CPU priority: the front door first").
   if [[ -z $GATEWAYS_CHOSEN ]]; then
     FNBUS_GATEWAYS=$(( $(nproc) >= 2 ? 2 : 1 ))
     export FNBUS_GATEWAYS
